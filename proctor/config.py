@@ -1,0 +1,363 @@
+"""One typed, frozen configuration tree.
+
+Defaults live in ``config.yaml`` (shipped with the package); ``--config F`` merges a
+file over them and ``PROCTOR_*`` environment variables override single keys, nested
+keys joined by ``__``. This is the only module that reads the environment. Every
+value is checked against its declared type on load, and a bad one raises
+:class:`ConfigError` naming the key, so a typo stops start-up instead of a session.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+ENV_PREFIX = "PROCTOR_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"config key '{key}': {problem}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = "data"
+    max_body_bytes: int = 1_048_576
+    cors_origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    token_secret: str = ""
+    token_ttl_seconds: int = 7200
+    api_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IceServer:
+    urls: str
+    username: str = ""
+    credential: str = ""
+
+
+@dataclass(frozen=True)
+class RtcConfig:
+    ice_host_addresses: tuple[str, ...] = ()
+    ice_servers: tuple[IceServer, ...] = ()
+    max_sessions: int = 64
+    connect_timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    analysis_fps: float = 5.0
+    workers: int = 2
+    lag_warning_seconds: float = 1.0
+    status_interval_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class FaceDetectorConfig:
+    enabled: bool = True
+    model: str = "short_range"
+    min_confidence: float = 0.5
+
+
+@dataclass(frozen=True)
+class DetectorsConfig:
+    faces: FaceDetectorConfig = field(default_factory=FaceDetectorConfig)
+
+
+@dataclass(frozen=True)
+class EvidenceConfig:
+    pre_seconds: float = 2.0
+    post_seconds: float = 2.0
+    max_clip_seconds: float = 60.0
+    fps: float = 15.0
+    bitrate: int = 600_000
+    keyframe_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class LevelRule:
+    threshold: float
+    seconds: float
+    op: str = ""  # empty: the row's op
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    kind: str
+    signal: str
+    op: str = ">="
+    instant: bool = False
+    low: LevelRule | None = None
+    moderate: LevelRule | None = None
+    high: LevelRule | None = None
+
+
+@dataclass(frozen=True)
+class FlagsConfig:
+    gap_seconds: float = 0.5
+    rules: tuple[RuleConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class SeverityNumbers:
+    low: float
+    moderate: float
+    high: float
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    risk_weights: SeverityNumbers = field(
+        default_factory=lambda: SeverityNumbers(low=5.0, moderate=15.0, high=35.0)
+    )
+    risk_half_life_seconds: float = 120.0
+    flag_penalties: SeverityNumbers = field(
+        default_factory=lambda: SeverityNumbers(low=0.02, moderate=0.05, high=0.10)
+    )
+    merge_gap_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    rtc: RtcConfig = field(default_factory=RtcConfig)
+    store: str = "sqlite:///data/proctor.db"
+    bus: str = "memory"
+    clips: str = "file://data/clips"
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    detectors: DetectorsConfig = field(default_factory=DetectorsConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+    flags: FlagsConfig = field(default_factory=FlagsConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.server.data_dir)
+
+    @property
+    def clips_dir(self) -> Path:
+        if not self.clips.startswith("file://"):
+            raise ConfigError("clips", "only file:// URLs are supported")
+        return Path(self.clips.removeprefix("file://"))
+
+
+# Values that must be positive, checked after the types: key path -> allow zero.
+_POSITIVE: dict[str, bool] = {
+    "server.port": False,
+    "server.max_body_bytes": False,
+    "auth.token_ttl_seconds": False,
+    "rtc.max_sessions": False,
+    "rtc.connect_timeout_seconds": False,
+    "pipeline.analysis_fps": False,
+    "pipeline.workers": False,
+    "pipeline.status_interval_seconds": False,
+    "evidence.pre_seconds": True,
+    "evidence.post_seconds": True,
+    "evidence.max_clip_seconds": False,
+    "evidence.fps": False,
+    "evidence.bitrate": False,
+    "evidence.keyframe_seconds": False,
+    "flags.gap_seconds": True,
+    "scoring.risk_half_life_seconds": False,
+}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "detectors.faces.model": ("short_range", "full_range"),
+}
+_OPS = ("<", "<=", ">", ">=", "==")
+
+
+def default_config_path() -> Path:
+    """The shipped ``config.yaml``: inside the installed package, or at the repo root."""
+    packaged = Path(__file__).with_name("config.yaml")
+    if packaged.exists():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "config.yaml"
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Defaults, then ``path`` merged over them, then ``env``, then ``overrides``.
+
+    ``overrides`` uses the same nested shape as the file (tests and CLI flags).
+    """
+    tree = _read_yaml(default_config_path())
+    if path is not None:
+        _deep_merge(tree, _read_yaml(Path(path)))
+    _apply_env(tree, os.environ if env is None else env)
+    if overrides:
+        _deep_merge(tree, dict(overrides))
+    config = _build(Config, tree, "")
+    _validate(config)
+    return config
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError("--config", f"file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError("--config", f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError("--config", f"{path} must hold a mapping at the top level")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _apply_env(tree: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name.removeprefix(ENV_PREFIX).split("__")]
+        node = tree
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(parts), f"{name} addresses inside a scalar key")
+            node = child
+        node[parts[-1]] = _parse_env_value(raw)
+
+
+def _parse_env_value(raw: str) -> Any:
+    """YAML for structured values; a bare comma-separated string becomes a list."""
+    stripped = raw.strip()
+    if stripped.startswith(("[", "{")):
+        return yaml.safe_load(stripped)
+    if "," in stripped:
+        return [item.strip() for item in stripped.split(",") if item.strip()]
+    return yaml.safe_load(stripped) if stripped else ""
+
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], data: Any, prefix: str) -> T:
+    if not isinstance(data, Mapping):
+        raise ConfigError(prefix or "<root>", f"expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        if key not in names:
+            raise ConfigError(_join(prefix, str(key)), "unknown key")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in data:
+            values[f.name] = _coerce(hints[f.name], data[f.name], _join(prefix, f.name))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(_join(prefix, f.name), "is required")
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(options[0], value, key)
+    if origin is tuple:
+        item_type = typing.get_args(hint)[0]
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.split(",")) if v]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(key, f"expected a list, got {value!r}")
+        return tuple(_coerce(item_type, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)  # type: ignore[arg-type]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(key, f"expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(key, f"expected a string, got {value!r}")
+    raise ConfigError(key, f"unsupported type {hint!r}")  # pragma: no cover - a coding error
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _lookup(config: Config, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _validate(config: Config) -> None:
+    for key, allow_zero in _POSITIVE.items():
+        value = _lookup(config, key)
+        if value < 0 or (value == 0 and not allow_zero):
+            raise ConfigError(key, f"must be {'zero or more' if allow_zero else 'positive'}")
+    for key, choices in _CHOICES.items():
+        if _lookup(config, key) not in choices:
+            raise ConfigError(key, f"must be one of {', '.join(choices)}")
+    if not 0 < config.detectors.faces.min_confidence <= 1:
+        raise ConfigError("detectors.faces.min_confidence", "must be in (0, 1]")
+    if not config.store.startswith(("sqlite://", "postgresql://", "postgres://")):
+        raise ConfigError("store", "must be a sqlite:// or postgresql:// URL")
+    if not (config.bus == "memory" or config.bus.startswith("redis://")):
+        raise ConfigError("bus", "must be 'memory' or a redis:// URL")
+    config.clips_dir  # noqa: B018 - raises ConfigError for an unsupported scheme
+    _validate_rules(config.flags.rules)
+
+
+def _validate_rules(rules: tuple[RuleConfig, ...]) -> None:
+    seen: set[str] = set()
+    for index, rule in enumerate(rules):
+        key = f"flags.rules[{index}]"
+        if rule.kind in seen:
+            raise ConfigError(f"{key}.kind", f"'{rule.kind}' has two rows")
+        seen.add(rule.kind)
+        if rule.op not in _OPS:
+            raise ConfigError(f"{key}.op", f"must be one of {' '.join(_OPS)}")
+        levels = [(name, lvl) for name in ("low", "moderate", "high")
+                  if (lvl := getattr(rule, name)) is not None]
+        if not levels:
+            raise ConfigError(key, "needs at least one of low, moderate, high")
+        for name, level in levels:
+            if level.op and level.op not in _OPS:
+                raise ConfigError(f"{key}.{name}.op", f"must be one of {' '.join(_OPS)}")
+            if level.seconds < 0:
+                raise ConfigError(f"{key}.{name}.seconds", "must be zero or more")

@@ -1,0 +1,124 @@
+"""The Store contract: every persistence call the server makes goes through it.
+
+SQLite implements it today (``sqlite.py``); a PostgreSQL implementation will satisfy
+the same protocol. Records are plain dataclasses; JSON-shaped fields are dicts.
+Implementations raise :class:`StoreUnavailable` when the database cannot be reached,
+so the HTTP layer can answer 503 instead of losing a write silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from proctor.flags.model import Flag
+
+
+class StoreUnavailable(RuntimeError):
+    """The database could not be reached or refused the operation."""
+
+
+class SessionStatus(StrEnum):
+    CREATED = "created"
+    LIVE = "live"
+    ENDED = "ended"
+
+
+@dataclass
+class ApiKeyRecord:
+    key_id: str
+    name: str
+    key_hash: str  # sha256 hex of the key; the key itself is never stored
+    created_at: str
+    revoked: bool = False
+
+
+@dataclass
+class SessionRecord:
+    session_id: str
+    candidate_id: str
+    exam_id: str | None = None
+    status: SessionStatus = SessionStatus.CREATED
+    policy: dict[str, Any] = field(default_factory=dict)
+    accommodations: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+    started_at: str | None = None
+    ended_at: str | None = None
+    report: dict[str, Any] | None = None
+    api_key_id: str | None = None
+
+
+@dataclass
+class ClipRecord:
+    clip_id: str
+    session_id: str
+    flag_id: str | None
+    path: str  # where the MP4 lies, as the clip writer wrote it
+    start: float  # media seconds covered by the clip
+    end: float
+    size_bytes: int
+    created_at: str
+    content_type: str = "video/mp4"
+
+
+@dataclass
+class EventRecord:
+    """Browser telemetry reported by the candidate's page."""
+
+    event_id: str
+    session_id: str
+    type: str  # tab_hidden, tab_visible, window_blur, window_focus, fullscreen_exit, paste, copy
+    client_time: float | None  # the browser's epoch milliseconds / 1000, as sent
+    media_time: float | None  # where it falls in the session's media time, when known
+    received_at: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless a trivial query succeeds."""
+
+    async def schema_version(self) -> int: ...
+
+    # API keys
+    async def add_api_key(self, record: ApiKeyRecord) -> None: ...
+
+    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        """The unrevoked key with this hash, if any."""
+
+    # Sessions
+    async def create_session(self, record: SessionRecord) -> None: ...
+
+    async def get_session(self, session_id: str) -> SessionRecord | None: ...
+
+    async def list_sessions(self, status: SessionStatus | None = None,
+                            limit: int = 100) -> list[SessionRecord]: ...
+
+    async def update_session(self, session_id: str, **fields: Any) -> None:
+        """Set any of: status, started_at, ended_at, report."""
+
+    # Flags: save_flag inserts or replaces by flag_id (a flag rises and closes in place).
+    async def save_flag(self, flag: Flag) -> None: ...
+
+    async def get_flag(self, flag_id: str) -> Flag | None: ...
+
+    async def list_flags(self, session_id: str) -> list[Flag]: ...
+
+    # Clips
+    async def save_clip(self, record: ClipRecord) -> None: ...
+
+    async def get_clip(self, clip_id: str) -> ClipRecord | None: ...
+
+    async def list_clips(self, session_id: str) -> list[ClipRecord]: ...
+
+    # Browser telemetry
+    async def add_event(self, record: EventRecord) -> None: ...
+
+    async def list_events(self, session_id: str) -> list[EventRecord]: ...

@@ -1,0 +1,1 @@
+"""The aiohttp application: routes, tokens, peers and DataChannels."""
