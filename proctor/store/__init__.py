@@ -1,1 +1,52 @@
 """store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from proctor.store.base import (
+    ApiKeyRecord,
+    ClipRecord,
+    EventRecord,
+    SessionRecord,
+    SessionStatus,
+    Store,
+    StoreUnavailable,
+)
+from proctor.store.sqlite import MEMORY, SqliteStore
+
+_SQLITE_PREFIX = "sqlite:///"
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+")
+
+
+def open_store_from_url(url: str) -> Store:
+    """The store a ``store:`` URL names, not yet opened (the caller awaits ``open()``).
+
+    ``sqlite:///relative/path.db`` is relative to the current directory (resolved now,
+    so a later chdir does not move the database); ``sqlite:////abs/path.db`` is
+    absolute; ``sqlite:///:memory:`` is an in-memory database.
+    """
+    if url.startswith(_POSTGRES_SCHEMES):
+        raise ValueError("postgresql store is not available yet; use a sqlite:/// URL")
+    if not url.startswith(_SQLITE_PREFIX):
+        raise ValueError(f"unsupported store URL {url!r}: expected sqlite:///path/to/file.db")
+    raw = url.removeprefix(_SQLITE_PREFIX)
+    if not raw or raw.endswith("/") or "?" in raw:
+        # A query string would otherwise become part of the file name.
+        raise ValueError(f"store URL {url!r} must name a database file, without parameters")
+    if raw == MEMORY:
+        return SqliteStore(MEMORY)
+    return SqliteStore(Path(raw).absolute())
+
+
+__all__ = [
+    "ApiKeyRecord",
+    "ClipRecord",
+    "EventRecord",
+    "SessionRecord",
+    "SessionStatus",
+    "SqliteStore",
+    "Store",
+    "StoreUnavailable",
+    "open_store_from_url",
+]

@@ -102,7 +102,22 @@ class Store(Protocol):
                             limit: int = 100) -> list[SessionRecord]: ...
 
     async def update_session(self, session_id: str, **fields: Any) -> None:
-        """Set any of: status, started_at, ended_at, report."""
+        """Set any of: status, started_at, ended_at, report.
+
+        Any other field name raises ValueError; an unknown session id changes nothing.
+        """
+
+    async def delete_session(self, session_id: str) -> list[ClipRecord]:
+        """Delete the session with its flags, clips and events.
+
+        Returns the clip records deleted, so the caller can remove their files.
+        """
+
+    async def delete_candidate(self, candidate_id: str) -> list[ClipRecord]:
+        """Delete every session of this candidate, as delete_session does, in one go.
+
+        Returns the clip records deleted, so the caller can remove their files.
+        """
 
     # Flags: save_flag inserts or replaces by flag_id (a flag rises and closes in place).
     async def save_flag(self, flag: Flag) -> None: ...

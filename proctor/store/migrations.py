@@ -1,0 +1,193 @@
+"""Versioned schema migrations.
+
+Each migration is ``(version, description, sql)``. The SQL sticks to types and syntax
+that SQLite and PostgreSQL both accept, so a PostgreSQL store can run the same list:
+
+* ``TEXT``, ``INTEGER``, ``BIGINT`` and ``DOUBLE PRECISION`` only. ``DOUBLE PRECISION`` rather than
+  ``REAL`` because PostgreSQL's ``REAL`` is a 4-byte float, which would round media
+  seconds after a few hours of session; SQLite gives the name REAL affinity anyway.
+* No ``AUTOINCREMENT``; every key is an application-made id.
+* JSON lives in ``TEXT`` columns; booleans are ``INTEGER`` 0/1.
+* ``end`` is a reserved word in both dialects, so media times are ``media_start`` and
+  ``media_end``.
+* Statements are separated by ``;`` and split on it, so the SQL must not contain a
+  semicolon anywhere else (in a literal or a comment).
+
+Migrations are append-only: never edit one that has shipped, add a new version.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from contextlib import suppress
+from typing import NamedTuple
+
+import aiosqlite
+
+from proctor.flags.model import utc_now_iso
+from proctor.store.base import StoreUnavailable
+
+
+class Migration(NamedTuple):
+    version: int
+    description: str
+    sql: str
+
+
+_V1_SQL = """
+CREATE TABLE api_keys (
+    key_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    key_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX api_keys_key_hash_idx ON api_keys (key_hash);
+
+CREATE TABLE sessions (
+    session_id TEXT PRIMARY KEY,
+    candidate_id TEXT NOT NULL,
+    exam_id TEXT,
+    status TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    accommodations TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    ended_at TEXT,
+    report TEXT,
+    api_key_id TEXT
+);
+CREATE INDEX sessions_candidate_id_idx ON sessions (candidate_id);
+CREATE INDEX sessions_created_at_idx ON sessions (created_at);
+
+CREATE TABLE flags (
+    flag_id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+    candidate_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    media_start DOUBLE PRECISION NOT NULL,
+    media_end DOUBLE PRECISION,
+    confidence DOUBLE PRECISION NOT NULL,
+    clip_id TEXT,
+    metrics TEXT NOT NULL,
+    source TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX flags_session_id_idx ON flags (session_id);
+
+CREATE TABLE clips (
+    clip_id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+    flag_id TEXT,
+    path TEXT NOT NULL,
+    media_start DOUBLE PRECISION NOT NULL,
+    media_end DOUBLE PRECISION NOT NULL,
+    size_bytes BIGINT NOT NULL,
+    content_type TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX clips_session_id_idx ON clips (session_id);
+
+CREATE TABLE events (
+    event_id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+    type TEXT NOT NULL,
+    client_time DOUBLE PRECISION,
+    media_time DOUBLE PRECISION,
+    received_at TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX events_session_id_idx ON events (session_id)
+"""
+# No foreign keys on sessions.api_key_id, flags.clip_id or clips.flag_id: keys may come
+# from the config rather than the table, and a flag names its clip before the clip
+# writer has finished (and saved) it.
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "api keys, sessions, flags, clips, events", _V1_SQL),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+_BOOTSTRAP_SQL = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+)
+"""
+
+
+def split_statements(sql: str) -> list[str]:
+    """The statements of a migration, for drivers that run one statement per call."""
+    return [stmt.strip() for stmt in sql.split(";") if stmt.strip()]
+
+
+async def applied_versions(conn: aiosqlite.Connection) -> set[int]:
+    rows = await conn.execute_fetchall("SELECT version FROM schema_migrations")
+    return {int(row[0]) for row in rows}
+
+
+async def current_version(conn: aiosqlite.Connection) -> int:
+    """The highest applied version, 0 for an empty database."""
+    return max(await applied_versions(conn), default=0)
+
+
+async def migrate(
+    conn: aiosqlite.Connection, migrations: Sequence[Migration] = MIGRATIONS
+) -> list[int]:
+    """Apply pending migrations in order, one transaction each; return their versions.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``) so that the explicit
+    ``BEGIN``/``COMMIT`` here are the only transaction control.
+    """
+    if conn.isolation_level is not None:
+        raise ValueError("migrate() needs a connection opened with isolation_level=None")
+    _check_order(migrations)
+    await conn.execute(_BOOTSTRAP_SQL)
+    done = await applied_versions(conn)
+    newest_known = migrations[-1].version if migrations else 0
+    if done and max(done) > newest_known:
+        # Running old code on a newer schema could corrupt data it does not understand.
+        raise StoreUnavailable(
+            f"database schema version {max(done)} is newer than this server's "
+            f"{newest_known}; upgrade the server"
+        )
+    applied: list[int] = []
+    for migration in migrations:
+        if migration.version not in done and await _apply(conn, migration):
+            applied.append(migration.version)
+    return applied
+
+
+def _check_order(migrations: Sequence[Migration]) -> None:
+    versions = [m.version for m in migrations]
+    if versions != sorted(set(versions)) or (versions and versions[0] < 1):
+        raise ValueError(f"migration versions must be positive and increasing: {versions}")
+
+
+async def _apply(conn: aiosqlite.Connection, migration: Migration) -> bool:
+    """Apply one migration atomically; False when another process got there first."""
+    # IMMEDIATE takes the write lock up front, so two servers starting on the same file
+    # queue here (busy_timeout) instead of both creating the same tables.
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        if migration.version in await applied_versions(conn):
+            await conn.execute("ROLLBACK")
+            return False
+        for statement in split_statements(migration.sql):
+            await conn.execute(statement)
+        await conn.execute(
+            "INSERT INTO schema_migrations (version, description, applied_at) "
+            "VALUES (?, ?, ?)",
+            (migration.version, migration.description, utc_now_iso()),
+        )
+    except BaseException:
+        # The original error matters more than a failed rollback on a broken connection.
+        with suppress(sqlite3.Error, ValueError):
+            await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+    return True
