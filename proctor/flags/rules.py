@@ -1,0 +1,107 @@
+"""The rule table: which signal, compared how, for how long, makes which flag.
+
+Rows come from ``flags.rules`` in the config; a session's policy may switch kinds off
+or change thresholds. Detectors only publish signals; they never decide flags.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from proctor.config import LevelRule, RuleConfig
+from proctor.flags.model import SEVERITIES, FlagKind, Severity
+
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+}
+
+
+class PolicyError(ValueError):
+    """A session policy names an unknown kind or a malformed override."""
+
+
+@dataclass(frozen=True)
+class Level:
+    severity: Severity
+    op: str
+    threshold: float
+    seconds: float
+
+    def holds(self, value: float) -> bool:
+        return _COMPARE[self.op](value, self.threshold)
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: FlagKind
+    signal: str
+    levels: tuple[Level, ...]  # ordered low → high
+    instant: bool = False
+
+    @property
+    def tracks_maximum(self) -> bool:
+        """Whether the evidence keeps the largest value seen (">" rules) or the smallest."""
+        return self.levels[0].op in (">", ">=", "==")
+
+
+def rule_from_config(row: RuleConfig) -> Rule:
+    levels = []
+    for severity in SEVERITIES:
+        level: LevelRule | None = getattr(row, severity.value)
+        if level is not None:
+            levels.append(Level(severity, level.op or row.op, level.threshold, level.seconds))
+    return Rule(kind=FlagKind(row.kind), signal=row.signal, levels=tuple(levels),
+                instant=row.instant)
+
+
+def rules_from_config(rows: Iterable[RuleConfig]) -> tuple[Rule, ...]:
+    return tuple(rule_from_config(row) for row in rows)
+
+
+def apply_policy(rules: tuple[Rule, ...], policy: Mapping[str, Any] | None,
+                 accommodations: Mapping[str, Any] | None = None) -> tuple[Rule, ...]:
+    """A session's rules: ``policy.disable`` / ``accommodations.disable`` switch kinds off,
+    ``policy.rules.<kind>.<severity>.{threshold,seconds}`` change a level.
+    """
+    policy = policy or {}
+    accommodations = accommodations or {}
+    disabled = {_kind(k) for k in [*policy.get("disable", []), *accommodations.get("disable", [])]}
+    overrides = policy.get("rules", {})
+    if not isinstance(overrides, Mapping):
+        raise PolicyError("policy.rules must be an object keyed by flag kind")
+    known = {rule.kind for rule in rules}
+    for kind in overrides:
+        if _kind(kind) not in known:
+            raise PolicyError(f"policy.rules.{kind}: no rule for this kind")
+    return tuple(_override(rule, overrides.get(str(rule.kind), {}))
+                 for rule in rules if rule.kind not in disabled)
+
+
+def _kind(name: Any) -> FlagKind:
+    try:
+        return FlagKind(name)
+    except ValueError as exc:
+        raise PolicyError(f"unknown flag kind {name!r}") from exc
+
+
+def _override(rule: Rule, changes: Mapping[str, Any]) -> Rule:
+    if not changes:
+        return rule
+    levels = []
+    for level in rule.levels:
+        change = changes.get(str(level.severity), {})
+        if not isinstance(change, Mapping) or set(change) - {"threshold", "seconds"}:
+            raise PolicyError(f"policy.rules.{rule.kind}.{level.severity}: "
+                              "only threshold and seconds may change")
+        try:
+            levels.append(replace(level, **{k: float(v) for k, v in change.items()}))
+        except (TypeError, ValueError) as exc:
+            raise PolicyError(f"policy.rules.{rule.kind}.{level.severity}: numbers only") from exc
+    return replace(rule, levels=tuple(levels))

@@ -1,0 +1,197 @@
+"""One generic flag tracker, driven by the rule table and fed media timestamps.
+
+For every rule and level the tracker follows the current *run*: the time the level's
+condition first held and the last time it held. A lapse shorter than ``gap_seconds``
+does not break a run (debounce). A flag opens when some level's run has lasted its
+``seconds``; its start is the run's onset, not the moment it was decided. Severity
+only rises while the flag is open. The flag closes when every level's run has ended,
+and its end is the last time any level held. Time is whatever the caller passes:
+media seconds, so a 30 s scenario runs in microseconds and a file replays identically.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from proctor.flags.model import Flag, FlagKind, Severity, new_id
+from proctor.flags.rules import Level, Rule
+
+# Float media times (n × 0.2 s) land a hair under a whole-second threshold.
+_EPSILON = 1e-6
+
+
+class FlagChange(StrEnum):
+    OPENED = "opened"
+    RAISED = "raised"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class FlagEvent:
+    change: FlagChange
+    flag: Flag  # a snapshot: later changes to the live flag do not alter it
+
+
+@dataclass
+class _Run:
+    onset: float | None = None
+    last_held: float | None = None
+
+    def feed(self, t: float, holds: bool, gap: float) -> None:
+        if holds:
+            if self.onset is None:
+                self.onset = t
+            self.last_held = t
+        elif self.last_held is not None and t - self.last_held >= gap - _EPSILON:
+            self.onset = self.last_held = None
+
+    @property
+    def active(self) -> bool:
+        return self.onset is not None
+
+    def lasted(self, seconds: float) -> bool:
+        if self.onset is None or self.last_held is None:
+            return False
+        return self.last_held - self.onset >= seconds - _EPSILON
+
+
+@dataclass
+class _RuleState:
+    rule: Rule
+    runs: list[_Run] = field(default_factory=list)
+    flag: Flag | None = None
+    extreme: float | None = None  # largest (or smallest) signal value during the flag
+    confidence: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.runs = [_Run() for _ in self.rule.levels]
+
+
+class FlagTracker:
+    """Turns signal samples into opened, raised and closed flags."""
+
+    def __init__(self, session_id: str, candidate_id: str, rules: tuple[Rule, ...],
+                 gap_seconds: float = 0.5,
+                 source_for: Callable[[FlagKind], str] | None = None,
+                 with_clips: bool = False) -> None:
+        self.session_id = session_id
+        self.with_clips = with_clips  # give each flag a clip id up front, for live evidence
+        self.candidate_id = candidate_id
+        self.gap_seconds = gap_seconds
+        self._source_for = source_for or (lambda kind: "")
+        self._states = {rule.kind: _RuleState(rule) for rule in rules}
+
+    @property
+    def open_flags(self) -> list[Flag]:
+        return [s.flag for s in self._states.values() if s.flag is not None]
+
+    def update(self, t: float, signals: Mapping[str, float],
+               confidences: Mapping[str, float] | None = None) -> list[FlagEvent]:
+        """Feed one sample at media time ``t``. Rules whose signal is absent are untouched."""
+        events: list[FlagEvent] = []
+        for state in self._states.values():
+            value = signals.get(state.rule.signal)
+            if value is None:
+                continue
+            confidence = (confidences or {}).get(state.rule.signal, 1.0)
+            if state.rule.instant:
+                events += self._instant(state, t, value, confidence)
+            else:
+                events += self._step(state, t, value, confidence)
+        return events
+
+    def close_all(self, t: float) -> list[FlagEvent]:
+        """Session over: close every open flag at its last held time (or ``t``)."""
+        events = []
+        for state in self._states.values():
+            if state.flag is not None:
+                held = [r.last_held for r in state.runs if r.last_held is not None]
+                events.append(self._close(state, max(held) if held else t))
+        return events
+
+    def _step(self, state: _RuleState, t: float, value: float,
+              confidence: float) -> list[FlagEvent]:
+        # A run that ends now forgets its times; the flag's end is the last time held.
+        last_held = max((r.last_held for r in state.runs if r.last_held is not None),
+                        default=None)
+        for level, run in zip(state.rule.levels, state.runs, strict=True):
+            run.feed(t, level.holds(value), self.gap_seconds)
+        if level_holds_any(state.rule.levels, value):
+            self._note(state, value, confidence)
+        elif state.flag is None and not any(run.active for run in state.runs):
+            state.extreme, state.confidence = None, 0.0  # evidence covers the current run only
+        reached = self._highest_reached(state)
+        if state.flag is None:
+            if reached is None:
+                return []
+            return [self._open(state, reached, value, confidence)]
+        if not any(run.active for run in state.runs):
+            return [self._close(state, last_held if last_held is not None else t)]
+        if reached is not None and reached.severity.rank > state.flag.severity.rank:
+            state.flag.severity = reached.severity
+            return [FlagEvent(FlagChange.RAISED, self._snapshot(state))]
+        return []
+
+    def _instant(self, state: _RuleState, t: float, value: float,
+                 confidence: float) -> list[FlagEvent]:
+        held = [level for level in state.rule.levels if level.holds(value)]
+        if not held:
+            return []
+        opened = self._open_at(state, held[-1].severity, t, value, confidence)
+        return [opened, self._close(state, t)]
+
+    def _highest_reached(self, state: _RuleState) -> Level | None:
+        reached = [level for level, run in zip(state.rule.levels, state.runs, strict=True)
+                   if run.lasted(level.seconds)]
+        return reached[-1] if reached else None
+
+    def _open(self, state: _RuleState, level: Level, value: float,
+              confidence: float) -> FlagEvent:
+        onsets = [r.onset for r in state.runs if r.onset is not None]
+        return self._open_at(state, level.severity, min(onsets), value, confidence)
+
+    def _open_at(self, state: _RuleState, severity: Severity, start: float, value: float,
+                 confidence: float) -> FlagEvent:
+        state.flag = Flag(session_id=self.session_id, candidate_id=self.candidate_id,
+                          kind=state.rule.kind, severity=severity, start=start,
+                          source=self._source_for(state.rule.kind))
+        if self.with_clips:
+            state.flag.evidence.clip_id = new_id()
+        self._note(state, value, confidence)
+        return FlagEvent(FlagChange.OPENED, self._snapshot(state))
+
+    def _note(self, state: _RuleState, value: float, confidence: float) -> None:
+        """Keep the evidence figures from the run's onset: extreme value, best confidence."""
+        if state.extreme is None:
+            state.extreme = value
+        elif state.rule.tracks_maximum:
+            state.extreme = max(state.extreme, value)
+        else:
+            state.extreme = min(state.extreme, value)
+        state.confidence = max(state.confidence, confidence)
+        if state.flag is None:
+            return
+        prefix = "max" if state.rule.tracks_maximum else "min"
+        state.flag.evidence.metrics[f"{prefix}_{state.rule.signal}"] = round(state.extreme, 4)
+        state.flag.confidence = state.confidence
+
+    def _close(self, state: _RuleState, end: float) -> FlagEvent:
+        assert state.flag is not None
+        state.flag.end = max(end, state.flag.start)
+        snapshot = self._snapshot(state)
+        state.flag = None
+        state.runs = [_Run() for _ in state.rule.levels]
+        state.extreme, state.confidence = None, 0.0
+        return FlagEvent(FlagChange.CLOSED, snapshot)
+
+    @staticmethod
+    def _snapshot(state: _RuleState) -> Flag:
+        assert state.flag is not None
+        return copy.deepcopy(state.flag)
+
+
+def level_holds_any(levels: tuple[Level, ...], value: float) -> bool:
+    return any(level.holds(value) for level in levels)
