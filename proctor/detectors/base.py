@@ -1,0 +1,68 @@
+"""The one contract every detector follows.
+
+A :class:`Detector` loads its model once per process; each session gets its own
+:class:`DetectorStream` from it, which takes samples and returns typed observations.
+Streams run in the inference thread pool, never on the event loop. Adding a detector
+is one module and one line in ``registry.py``. (The shape follows livekit-agents'
+``VAD`` / ``VADStream``.)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+RgbImage = npt.NDArray[np.uint8]  # height × width × 3, RGB
+
+
+@dataclass(frozen=True)
+class VideoSample:
+    """One frame picked for analysis, with the media time it was captured at."""
+
+    session_id: str
+    media_time: float
+    image: RgbImage
+
+
+@dataclass
+class Observation:
+    """What one detector saw in one sample.
+
+    ``signals`` feed the flag tracker's rule table by name; ``confidences`` give the
+    detector's confidence in a signal; ``details`` is for people (boxes, scores).
+    """
+
+    session_id: str
+    media_time: float
+    detector: str
+    signals: dict[str, float] = field(default_factory=dict)
+    confidences: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    processing_ms: float = 0.0
+
+
+class DetectorStream(ABC):
+    """A session's view of a detector. Not shared between sessions or threads at once."""
+
+    @abstractmethod
+    def process(self, sample: VideoSample) -> Observation: ...
+
+    def close(self) -> None:  # noqa: B027 - streams without per-session state need nothing
+        """Release per-session resources."""
+
+
+class Detector(ABC):
+    """A model loaded once per process, handing out per-session streams."""
+
+    name: str
+    source: str  # "<model>@<version>", copied into the flags this detector backs
+
+    @abstractmethod
+    def stream(self, session_id: str) -> DetectorStream: ...
+
+    def close(self) -> None:  # noqa: B027 - most detectors hold nothing to release
+        """Release the process-wide model."""

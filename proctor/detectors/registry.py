@@ -1,0 +1,21 @@
+"""Which detectors run: one line per detector, switched by its config section."""
+
+from __future__ import annotations
+
+import logging
+
+from proctor.config import DetectorsConfig
+from proctor.detectors.base import Detector
+from proctor.detectors.faces import FaceDetector
+
+log = logging.getLogger("proctor.detectors")
+
+
+def build_detectors(config: DetectorsConfig) -> list[Detector]:
+    """Load every enabled detector's model once for this process."""
+    detectors: list[Detector] = []
+    if config.faces.enabled:
+        detectors.append(FaceDetector(config.faces))
+    for detector in detectors:
+        log.info("detector %s ready (%s)", detector.name, detector.source)
+    return detectors

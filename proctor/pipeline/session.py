@@ -1,0 +1,280 @@
+"""SessionPipeline: one session's media in, flags out.
+
+It owns the session's analysis loop and status ticks. Readers hand it every frame
+(:meth:`offer_video`); it keeps only the newest, and at the analysis rate runs the
+detector stages on it in the shared thread pool. Observations become signals for the
+flag tracker; flag changes go to the sink, which stores before it announces. The
+pipeline knows nothing of WebRTC or HTTP: a live peer, a file or a test drives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import av
+import numpy as np
+
+from proctor.config import Config
+from proctor.detectors.base import Detector, Observation, VideoSample
+from proctor.evidence import EvidenceRecorder
+from proctor.flags.model import Flag, FlagKind
+from proctor.flags.rules import Rule
+from proctor.flags.scoring import live_risk
+from proctor.flags.tracker import FlagChange, FlagEvent, FlagTracker
+from proctor.media.clock import MediaClock
+from proctor.metrics import Metrics
+from proctor.tasks import BackgroundTasks
+
+log = logging.getLogger("proctor.pipeline")
+
+ANALYSIS_MAX_WIDTH = 960  # larger frames are scaled down first: detectors gain nothing
+LAG_WINDOW = 600  # recent lag samples kept for the session's p50/p95
+
+# Browser telemetry → (signal, value). Instant kinds fire once per event.
+TELEMETRY_SIGNALS: dict[str, tuple[str, float]] = {
+    "tab_hidden": ("tab_hidden", 1.0),
+    "tab_visible": ("tab_hidden", 0.0),
+    "window_blur": ("window_blur", 1.0),
+    "window_focus": ("window_blur", 0.0),
+    "fullscreen_exit": ("fullscreen_exit", 1.0),
+    "paste": ("paste", 1.0),
+}
+INSTANT_SIGNALS = frozenset({"fullscreen_exit", "paste"})
+TELEMETRY_TYPES = frozenset({*TELEMETRY_SIGNALS, "copy"})
+
+
+class PipelineSink(Protocol):
+    async def flag_event(self, event: FlagEvent) -> None:
+        """Persist, then announce. Raising here stops nothing but is logged."""
+
+    async def status(self, status: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class _Pending:
+    frame: av.VideoFrame
+    media_time: float
+    arrived: float  # monotonic wall time the frame came off the track
+
+
+class SessionPipeline:
+    def __init__(self, *, session_id: str, candidate_id: str, config: Config,
+                 detectors: list[Detector], executor: Executor, rules: tuple[Rule, ...],
+                 sink: PipelineSink, metrics: Metrics, clock: MediaClock,
+                 evidence: EvidenceRecorder | None = None,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self.session_id = session_id
+        self.config = config
+        self.clock = clock
+        self._executor = executor
+        self._sink = sink
+        self._metrics = metrics
+        self._evidence = evidence
+        self._now = now
+        self._streams = [(d.name, d.stream(session_id)) for d in detectors]
+        sources = {d.name: d.source for d in detectors}
+        self.tracker = FlagTracker(session_id, candidate_id, rules,
+                                   gap_seconds=config.flags.gap_seconds,
+                                   source_for=lambda kind: _source_for(kind, sources),
+                                   with_clips=evidence is not None)
+        self._tasks = BackgroundTasks(session_id)
+        self._pending: _Pending | None = None
+        self._new_frame = asyncio.Event()
+        self._telemetry: dict[str, float] = {}
+        self._lags: deque[float] = deque(maxlen=LAG_WINDOW)
+        self.flags: dict[str, Flag] = {}  # every flag so far, latest state
+        self.last_faces: int | None = None
+        self.last_observations: dict[str, Observation] = {}
+        self.frames_received = 0
+        self.frames_analysed = 0
+        self.frames_dropped = 0
+        self.single_face_frames = 0
+        self._closed = False
+
+    # Input ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks.spawn(self._analysis_loop(), "analysis")
+        self._tasks.spawn(self._status_loop(), "status")
+
+    def offer_video(self, frame: av.VideoFrame, media_time: float, arrived: float) -> None:
+        """Called by the track reader for every frame; keeps only the newest."""
+        if self._closed:
+            return
+        self.frames_received += 1
+        self._metrics.frames_received.inc()
+        self._pending = _Pending(frame, media_time, arrived)
+        self._new_frame.set()
+        if self._evidence is not None:
+            self._evidence.push_video(frame, media_time)
+
+    async def record_event(self, event_type: str, media_time: float) -> None:
+        """Browser telemetry; copy is stored by the caller but makes no flag."""
+        mapping = TELEMETRY_SIGNALS.get(event_type)
+        if mapping is None or self._closed:
+            return
+        signal, value = mapping
+        if signal not in INSTANT_SIGNALS:
+            self._telemetry[signal] = value
+        await self._apply(self.tracker.update(media_time, {signal: value}))
+
+    # Analysis ---------------------------------------------------------------------
+
+    async def _analysis_loop(self) -> None:
+        interval = 1.0 / self.config.pipeline.analysis_fps
+        next_tick = self._now()
+        while True:
+            await self._new_frame.wait()
+            delay = next_tick - self._now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            pending, self._pending = self._pending, None
+            self._new_frame.clear()
+            if pending is None:
+                continue
+            started = self._now()
+            await self.analyse(pending)
+            elapsed = self._now() - started
+            missed = int(elapsed // interval)  # slots that passed while we were busy
+            if missed:
+                self.frames_dropped += missed
+                self._metrics.frames_dropped.inc(missed)
+            next_tick = max(next_tick + interval, self._now() - interval * 0.01)
+
+    async def analyse(self, pending: _Pending) -> list[Observation]:
+        loop = asyncio.get_running_loop()
+        observations = await loop.run_in_executor(
+            self._executor, self._run_stages, pending.frame, pending.media_time)
+        lag = self._now() - pending.arrived
+        self._lags.append(lag)
+        self._metrics.analysis_lag.observe(lag)
+        self.frames_analysed += 1
+        self._metrics.frames_analysed.inc()
+        if lag > self.config.pipeline.lag_warning_seconds:
+            log.warning("session %s: analysis is %.2f s behind the media", self.session_id, lag)
+        await self._observe(pending.media_time, observations)
+        return observations
+
+    def _run_stages(self, frame: av.VideoFrame, media_time: float) -> list[Observation]:
+        """Runs in a worker thread: frame conversion and every detector stage."""
+        sample = VideoSample(self.session_id, media_time, _to_rgb(frame))
+        observations = []
+        for name, stream in self._streams:
+            observation = stream.process(sample)
+            self._metrics.stage_seconds.labels(name).observe(observation.processing_ms / 1000)
+            observations.append(observation)
+        return observations
+
+    async def _observe(self, media_time: float, observations: list[Observation]) -> None:
+        signals: dict[str, float] = dict(self._telemetry)
+        confidences: dict[str, float] = {}
+        for observation in observations:
+            signals.update(observation.signals)
+            confidences.update(observation.confidences)
+            self.last_observations[observation.detector] = observation
+        if "face_count" in signals:
+            self.last_faces = int(signals["face_count"])
+            self.single_face_frames += self.last_faces == 1
+        await self._apply(self.tracker.update(media_time, signals, confidences))
+
+    async def _apply(self, events: list[FlagEvent]) -> None:
+        for event in events:
+            flag = event.flag
+            self.flags[flag.flag_id] = flag
+            if self._evidence is not None and flag.evidence.clip_id:
+                if event.change == FlagChange.OPENED:
+                    self._evidence.open_clip(flag.evidence.clip_id, flag.flag_id, flag.start)
+                elif event.change == FlagChange.CLOSED and flag.end is not None:
+                    self._evidence.close_clip(flag.evidence.clip_id, flag.end)
+            if event.change == FlagChange.OPENED:
+                self._metrics.flags.labels(flag.kind, flag.severity).inc()
+            try:
+                await self._sink.flag_event(event)
+            except Exception:
+                log.exception("session %s: delivering flag %s failed", self.session_id,
+                              flag.flag_id)
+
+    # Status -----------------------------------------------------------------------
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.pipeline.status_interval_seconds)
+            if not self.clock.started:
+                continue
+            media_time = self.clock.now()
+            if self._telemetry:  # lets "hidden for 10 s" rise without new events
+                await self._apply(self.tracker.update(media_time, dict(self._telemetry)))
+            try:
+                await self._sink.status(self.status(media_time))
+            except Exception:
+                log.exception("session %s: sending status failed", self.session_id)
+
+    def risk(self, media_time: float | None = None) -> float:
+        now = self.clock.now() if media_time is None else media_time
+        return live_risk(self.flags.values(), now, self.config.scoring)
+
+    def status(self, media_time: float) -> dict[str, Any]:
+        return {
+            "type": "status",
+            "session_id": self.session_id,
+            "media_time": round(media_time, 2),
+            "risk": self.risk(media_time),
+            "faces": self.last_faces,
+            "open_flags": [str(f.kind) for f in self.tracker.open_flags],
+            "lag_ms": round(self._lags[-1] * 1000, 1) if self._lags else None,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        lags = np.array(self._lags) if self._lags else None
+        return {
+            "frames_received": self.frames_received,
+            "frames_analysed": self.frames_analysed,
+            "frames_dropped": self.frames_dropped,
+            "analysis_lag_p50": None if lags is None else round(float(np.median(lags)), 4),
+            "analysis_lag_p95": None if lags is None else round(
+                float(np.percentile(lags, 95)), 4),
+            "evidence_frames_dropped": 0 if self._evidence is None
+            else self._evidence.dropped_frames,
+        }
+
+    def focus(self) -> float | None:
+        """Share of analysed frames showing exactly one face (a behavioural metric)."""
+        if not self.frames_analysed or self.last_faces is None:
+            return None
+        return round(self.single_face_frames / self.frames_analysed, 4)
+
+    # Shutdown ---------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Stop analysis, close every open flag, and finish the clips. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._tasks.stop()
+        await self._apply(self.tracker.close_all(self.clock.now()))
+        if self._evidence is not None:
+            await self._evidence.aclose()
+        for _, stream in self._streams:
+            stream.close()
+
+
+def _to_rgb(frame: av.VideoFrame) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    if frame.width > ANALYSIS_MAX_WIDTH:
+        height = round(frame.height * ANALYSIS_MAX_WIDTH / frame.width / 2) * 2
+        frame = frame.reformat(width=ANALYSIS_MAX_WIDTH, height=height)
+    return frame.to_ndarray(format="rgb24")
+
+
+def _source_for(kind: FlagKind, sources: Mapping[str, str]) -> str:
+    if kind in (FlagKind.FACE_ABSENT, FlagKind.MULTIPLE_FACES):
+        return sources.get("faces", "")
+    if str(kind) in TELEMETRY_SIGNALS:
+        return "browser-telemetry"
+    return ""

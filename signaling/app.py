@@ -1,0 +1,99 @@
+"""``create_app(config)``: the whole server as one aiohttp application.
+
+Each shared resource has one cleanup context, opened in order and closed in reverse:
+store → bus → models and the session hub. Shutdown ends every live session, which
+closes its flags and flushes its clips. (aiohttp ``examples/background_tasks.py``)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from proctor.bus import open_bus_from_url
+from proctor.config import Config
+from proctor.detectors.registry import build_detectors
+from proctor.metrics import Metrics
+from proctor.store import open_store_from_url
+from signaling.auth import TokenSigner, hash_api_key, load_or_create_secret
+from signaling.errors import error_middleware
+from signaling.ice import restrict_host_addresses
+from signaling.keys import (
+    CONFIG_API_KEYS,
+    CONFIG_KEY,
+    HUB_KEY,
+    METRICS_KEY,
+    SIGNER_KEY,
+    STORE_KEY,
+)
+from signaling.live import SessionHub
+from signaling.openapi import openapi_document
+from signaling.routes import routes
+
+log = logging.getLogger("proctor.app")
+
+
+def static_dir() -> Path:
+    """The pages and embed client: inside the installed package, or the repo's static/."""
+    packaged = Path(__file__).with_name("static")
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "static"
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(client_max_size=config.server.max_body_bytes,
+                          middlewares=[error_middleware])
+    app[CONFIG_KEY] = config
+    app[CONFIG_API_KEYS] = frozenset(hash_api_key(k) for k in config.auth.api_keys)
+    app[METRICS_KEY] = Metrics()
+    secret = load_or_create_secret(config.auth.token_secret, config.data_dir)
+    app[SIGNER_KEY] = TokenSigner(secret, config.auth.token_ttl_seconds)
+    restrict_host_addresses(config.rtc.ice_host_addresses)
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_hub_ctx)
+    app.add_routes(routes)
+    app.router.add_get("/api/v1/openapi.json", _openapi)
+    app.router.add_get("/", _index)
+    app.router.add_static("/static", static_dir(), show_index=False)
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = open_store_from_url(app[CONFIG_KEY].store)
+    await store.open()
+    app[STORE_KEY] = store
+    yield
+    await store.close()
+
+
+async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG_KEY]
+    bus = open_bus_from_url(config.bus)
+    await bus.start()
+    detectors = build_detectors(config.detectors)
+    hub = SessionHub(config, app[STORE_KEY], bus, app[METRICS_KEY], detectors)
+    app[HUB_KEY] = hub
+    yield
+    await hub.close()
+    await bus.close()
+    for detector in detectors:
+        detector.close()
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def _index(request: web.Request) -> web.Response:
+    return web.json_response({
+        "name": "proctor",
+        "api": "/api/v1",
+        "openapi": "/api/v1/openapi.json",
+        "pages": {"candidate": "/static/candidate.html?session=ID&token=T",
+                  "dashboard": "/static/dashboard.html?token=P"},
+        "embed": "/static/proctor.js",
+    })

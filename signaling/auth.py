@@ -1,0 +1,105 @@
+"""API keys and short-lived signed tokens.
+
+An integrator's API key is compared by its SHA-256 hash; keys are never stored in the
+clear. Candidate and proctor tokens are ``<payload>.<signature>``: base64url JSON
+(role, session ids, expiry) signed with HMAC-SHA256 under the server's secret. A
+candidate token names exactly one session; a proctor token names the sessions it may
+watch. Neither opens anything else.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from signaling.errors import ApiError
+
+API_KEY_PREFIX = "pk_"
+
+
+class Role(StrEnum):
+    INTEGRATOR = "integrator"
+    CANDIDATE = "candidate"
+    PROCTOR = "proctor"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an integrator (any session its keys may see) or a token holder."""
+
+    role: Role
+    sessions: frozenset[str] = frozenset()
+    key_id: str | None = None
+
+    def may_access(self, session_id: str) -> bool:
+        return self.role == Role.INTEGRATOR or session_id in self.sessions
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def load_or_create_secret(configured: str, data_dir: Path) -> bytes:
+    """The configured secret, or one generated once and kept in the data directory so
+    tokens survive a restart."""
+    if configured:
+        return configured.encode()
+    path = data_dir / "token_secret"
+    if path.exists():
+        return path.read_bytes().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48).encode()
+    path.touch(mode=0o600)
+    path.write_bytes(secret)
+    return secret
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class TokenSigner:
+    def __init__(self, secret: bytes, ttl_seconds: int) -> None:
+        self._secret = secret
+        self.ttl_seconds = ttl_seconds
+
+    def issue(self, role: Role, sessions: list[str], now: float | None = None) -> tuple[str, int]:
+        """A token and its expiry (epoch seconds)."""
+        expires = int((time.time() if now is None else now) + self.ttl_seconds)
+        payload = _b64(json.dumps({"r": str(role), "s": sessions, "e": expires},
+                                  separators=(",", ":")).encode())
+        return f"{payload}.{self._sign(payload)}", expires
+
+    def verify(self, token: str, now: float | None = None) -> Principal:
+        payload, _, signature = token.partition(".")
+        if not payload or not signature or not hmac.compare_digest(signature,
+                                                                   self._sign(payload)):
+            raise ApiError(401, "invalid_token", "the token is not valid")
+        try:
+            claims = json.loads(_unb64(payload))
+            role, sessions, expires = Role(claims["r"]), claims["s"], int(claims["e"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ApiError(401, "invalid_token", "the token is not valid") from exc
+        if expires < (time.time() if now is None else now):
+            raise ApiError(401, "token_expired", "the token has expired")
+        if role == Role.INTEGRATOR:  # integrators use API keys, never tokens
+            raise ApiError(401, "invalid_token", "the token is not valid")
+        return Principal(role=role, sessions=frozenset(str(s) for s in sessions))
+
+    def _sign(self, payload: str) -> str:
+        return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())

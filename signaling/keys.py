@@ -1,0 +1,18 @@
+"""Typed keys for what the app shares between handlers (no module globals)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proctor.config import Config
+from proctor.metrics import Metrics
+from proctor.store.base import Store
+from signaling.auth import TokenSigner
+from signaling.live import SessionHub
+
+CONFIG_KEY = web.AppKey("config", Config)
+CONFIG_API_KEYS = web.AppKey("config_api_key_hashes", frozenset)  # hashes of auth.api_keys
+STORE_KEY = web.AppKey("store", Store)
+METRICS_KEY = web.AppKey("metrics", Metrics)
+SIGNER_KEY = web.AppKey("signer", TokenSigner)
+HUB_KEY = web.AppKey("hub", SessionHub)

@@ -1,0 +1,372 @@
+"""Live sessions: one aiortc peer and one pipeline per candidate, plus proctor watchers.
+
+The hub owns what every session shares (detectors, thread pools, store, bus,
+metrics) and each :class:`LiveSession` owns its peer, track readers, pipeline,
+evidence recorder and candidate DataChannel. Flags reach the store before anyone
+hears of them (:class:`SessionOutlet`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamTrack
+
+from proctor.bus import EventBus, Message, session_topic
+from proctor.config import Config
+from proctor.detectors.base import Detector
+from proctor.evidence import EvidenceRecorder
+from proctor.flags.messages import CANDIDATE_MESSAGES
+from proctor.flags.model import utc_now_iso
+from proctor.flags.rules import apply_policy, rules_from_config
+from proctor.flags.tracker import FlagChange, FlagEvent
+from proctor.media.clock import MediaClock
+from proctor.media.webrtc import TrackReader
+from proctor.metrics import Metrics
+from proctor.pipeline.session import SessionPipeline
+from proctor.report import build_report
+from proctor.store.base import ClipRecord, SessionRecord, SessionStatus, Store
+from signaling.channels import ChannelSender, error_message, parse_message
+from signaling.errors import ApiError
+
+log = logging.getLogger("proctor.live")
+
+CANDIDATE_CHANNEL = "proctor"
+ALERTS_CHANNEL = "alerts"
+
+
+def rtc_configuration(config: Config) -> RTCConfiguration:
+    servers = [RTCIceServer(urls=s.urls, username=s.username or None,
+                            credential=s.credential or None) for s in config.rtc.ice_servers]
+    return RTCConfiguration(iceServers=servers)
+
+
+async def answer_offer(pc: RTCPeerConnection, sdp: str, sdp_type: str) -> RTCSessionDescription:
+    """Apply the browser's offer and produce our answer; bad SDP is the caller's 400."""
+    if sdp_type != "offer":
+        raise ApiError(400, "bad_sdp", "type must be 'offer'")
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+    except (ValueError, AttributeError, IndexError, KeyError, TypeError) as exc:
+        await pc.close()
+        raise ApiError(400, "bad_sdp", f"the SDP offer could not be used: {exc}") from exc
+    description = pc.localDescription
+    assert description is not None
+    return description
+
+
+class SessionOutlet:
+    """The pipeline's sink: store first, then the candidate's channel and the bus."""
+
+    def __init__(self, session: LiveSession, hub: SessionHub) -> None:
+        self._session = session
+        self._hub = hub
+
+    async def flag_event(self, event: FlagEvent) -> None:
+        flag = event.flag
+        await self._hub.store.save_flag(flag)
+        wire = flag.to_dict()
+        self._session.channel.send({"type": "flag", "flag": wire})
+        if event.change in (FlagChange.OPENED, FlagChange.RAISED):
+            self._session.channel.send({"type": "warning", "kind": str(flag.kind),
+                                        "severity": str(flag.severity),
+                                        "message": CANDIDATE_MESSAGES[flag.kind]})
+        await self._hub.bus.publish(session_topic(flag.session_id),
+                                    {"type": "flag", "session_id": flag.session_id,
+                                     "flag": wire})
+
+    async def status(self, status: dict[str, Any]) -> None:
+        self._session.channel.send(status)
+        await self._hub.bus.publish(session_topic(self._session.session_id), status)
+
+
+@dataclass
+class LiveSession:
+    record: SessionRecord
+    clock: MediaClock
+    channel: ChannelSender
+    pipeline: SessionPipeline | None = None
+    pc: RTCPeerConnection | None = None
+    readers: list[TrackReader] = field(default_factory=list)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def session_id(self) -> str:
+        return self.record.session_id
+
+
+class SessionHub:
+    def __init__(self, config: Config, store: Store, bus: EventBus, metrics: Metrics,
+                 detectors: list[Detector]) -> None:
+        self.config = config
+        self.store = store
+        self.bus = bus
+        self.metrics = metrics
+        self.detectors = detectors
+        self.rules = rules_from_config(config.flags.rules)
+        self.inference = ThreadPoolExecutor(config.pipeline.workers,
+                                            thread_name_prefix="proctor-infer")
+        self.encoding = ThreadPoolExecutor(config.pipeline.workers,
+                                           thread_name_prefix="proctor-evidence")
+        self.sessions: dict[str, LiveSession] = {}
+        self.watchers: set[RTCPeerConnection] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # Candidate peers --------------------------------------------------------------
+
+    async def connect_candidate(self, record: SessionRecord, sdp: str,
+                                sdp_type: str) -> RTCSessionDescription:
+        async with self._lock(record.session_id):
+            if record.status == SessionStatus.ENDED:
+                raise ApiError(409, "session_ended", "this session has ended")
+            session = self.sessions.get(record.session_id)
+            if session is None and len(self.sessions) >= self.config.rtc.max_sessions:
+                raise ApiError(503, "at_capacity", "this node has no room for another session")
+            pc = RTCPeerConnection(rtc_configuration(self.config))
+            session = session or await self._go_live(record)
+            self._wire_peer(session, pc)
+            answer = await answer_offer(pc, sdp, sdp_type)
+            await self._replace_peer(session, pc)
+            return answer
+
+    async def _go_live(self, record: SessionRecord) -> LiveSession:
+        session = LiveSession(record=record, clock=MediaClock(),
+                              channel=ChannelSender(CANDIDATE_CHANNEL, self.metrics))
+        evidence = EvidenceRecorder(record.session_id, self.config.evidence,
+                                    self.config.clips_dir, self.encoding, self._clip_written)
+        rules = apply_policy(self.rules, record.policy, record.accommodations)
+        session.pipeline = SessionPipeline(
+            session_id=record.session_id, candidate_id=record.candidate_id,
+            config=self.config, detectors=self.detectors, executor=self.inference,
+            rules=rules, sink=SessionOutlet(session, self), metrics=self.metrics,
+            clock=session.clock, evidence=evidence)
+        session.pipeline.start()
+        self.sessions[record.session_id] = session
+        self.metrics.sessions_live.set(len(self.sessions))
+        record.status, record.started_at = SessionStatus.LIVE, utc_now_iso()
+        await self.store.update_session(record.session_id, status=SessionStatus.LIVE,
+                                        started_at=record.started_at)
+        await self.bus.publish(session_topic(record.session_id),
+                               {"type": "session", "session_id": record.session_id,
+                                "status": "live"})
+        log.info("session %s live", record.session_id)
+        return session
+
+    def _wire_peer(self, session: LiveSession, pc: RTCPeerConnection) -> None:
+        sid = session.session_id
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if channel.label != CANDIDATE_CHANNEL:
+                log.info("session %s: ignoring channel %r", sid, channel.label)
+                return
+            session.channel.attach(channel)
+            channel.on("message", lambda raw: self._on_candidate_message(session, raw))
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            pipeline = session.pipeline
+            assert pipeline is not None
+            reader = TrackReader(sid, track, session.clock,
+                                 on_video=pipeline.offer_video if track.kind == "video"
+                                 else None)
+            session.readers.append(reader)
+            reader.start()
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            log.info("session %s: peer %s", sid, pc.connectionState)
+            if pc.connectionState == "failed":
+                await pc.close()
+
+        asyncio.get_running_loop().call_later(
+            self.config.rtc.connect_timeout_seconds,
+            lambda: asyncio.ensure_future(self._close_if_unconnected(sid, pc)))
+
+    async def _close_if_unconnected(self, session_id: str, pc: RTCPeerConnection) -> None:
+        if pc.connectionState not in ("connected", "closed"):
+            log.warning("session %s: peer did not connect in time; closing it", session_id)
+            await pc.close()
+
+    async def _replace_peer(self, session: LiveSession, pc: RTCPeerConnection) -> None:
+        """A reconnect brings a new peer; the pipeline and its flags carry on."""
+        old, session.pc = session.pc, pc
+        if old is not None:
+            await old.close()
+
+    def _on_candidate_message(self, session: LiveSession, raw: str | bytes) -> None:
+        try:
+            message = parse_message(raw)
+        except ValueError as exc:
+            session.channel.send(error_message(str(exc)))
+            return
+        if message["type"] == "ping":
+            session.channel.send({"type": "pong", "media_time": round(session.clock.now(), 3)})
+        elif message["type"] != "event":
+            session.channel.send(error_message(f"unknown message type {message['type']!r}"))
+        # Telemetry events arrive over HTTP (POST /events), where they are stored first.
+
+    # Telemetry --------------------------------------------------------------------
+
+    def media_time_of(self, session_id: str, age_seconds: float) -> float | None:
+        session = self.sessions.get(session_id)
+        if session is None or not session.clock.started:
+            return None
+        return max(0.0, session.clock.now() - max(0.0, age_seconds))
+
+    async def record_event(self, session_id: str, event_type: str, media_time: float) -> None:
+        session = self.sessions.get(session_id)
+        if session is not None and session.pipeline is not None:
+            await session.pipeline.record_event(event_type, media_time)
+
+    # Ending -----------------------------------------------------------------------
+
+    async def end(self, record: SessionRecord) -> dict[str, Any]:
+        """Close open flags, finish clips, build and store the report. Idempotent."""
+        async with self._lock(record.session_id):
+            if record.status == SessionStatus.ENDED and record.report is not None:
+                return record.report
+            session = self.sessions.pop(record.session_id, None)
+            self.metrics.sessions_live.set(len(self.sessions))
+            stats: dict[str, Any] = {}
+            if session is not None:
+                stats = await self._stop(session)
+            flags = await self.store.list_flags(record.session_id)
+            report = build_report(record, flags, stats, self.config.scoring)
+            record.status, record.ended_at, record.report = (SessionStatus.ENDED, utc_now_iso(),
+                                                             report)
+            await self.store.update_session(record.session_id, status=SessionStatus.ENDED,
+                                            ended_at=record.ended_at, report=report)
+            ended: Message = {"type": "session", "session_id": record.session_id,
+                              "status": "ended"}
+            if session is not None:
+                session.channel.send(ended)
+            await self.bus.publish(session_topic(record.session_id), ended)
+            log.info("session %s ended: %s", record.session_id, report["recommendation"])
+            return report
+
+    async def _stop(self, session: LiveSession) -> dict[str, Any]:
+        assert session.pipeline is not None
+        for reader in session.readers:
+            await reader.stop()
+        await session.pipeline.aclose()
+        stats = session.pipeline.stats()
+        stats["focus"] = session.pipeline.focus()
+        if session.pc is not None:
+            await asyncio.sleep(0.1)  # let the final flag and "ended" messages leave
+            await session.pc.close()
+        session.ended.set()
+        return stats
+
+    async def _clip_written(self, clip: ClipRecord) -> None:
+        await self.store.save_clip(clip)
+        self.metrics.clips_written.inc()
+        await self.bus.publish(session_topic(clip.session_id),
+                               {"type": "clip", "session_id": clip.session_id,
+                                "clip_id": clip.clip_id, "flag_id": clip.flag_id})
+
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
+
+    # Proctor watchers -------------------------------------------------------------
+
+    async def connect_watcher(self, session_ids: list[str], sdp: str,
+                              sdp_type: str) -> RTCSessionDescription:
+        pc = RTCPeerConnection(rtc_configuration(self.config))
+        self.watchers.add(pc)
+        watcher = _Watcher(self, pc, session_ids)
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if channel.label == ALERTS_CHANNEL:
+                watcher.attach(channel)
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                watcher.stop()
+                self.watchers.discard(pc)
+                await pc.close()
+
+        try:
+            return await answer_offer(pc, sdp, sdp_type)
+        except ApiError:
+            self.watchers.discard(pc)
+            raise
+
+    # Shutdown ---------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Server shutdown: end every live session (flushing clips), close watchers."""
+        for session in list(self.sessions.values()):
+            try:
+                await self.end(session.record)
+            except Exception:
+                log.exception("session %s: ending at shutdown failed", session.session_id)
+        for pc in list(self.watchers):
+            await pc.close()
+        self.inference.shutdown(wait=True, cancel_futures=True)
+        self.encoding.shutdown(wait=True)
+
+
+class _Watcher:
+    """Forwards the bus messages of the watched sessions to one ``alerts`` channel."""
+
+    def __init__(self, hub: SessionHub, pc: RTCPeerConnection, session_ids: list[str]) -> None:
+        self._hub = hub
+        self._pc = pc
+        self._session_ids = session_ids
+        self._sender = ChannelSender(ALERTS_CHANNEL, hub.metrics)
+        self._subscription = hub.bus.subscribe([session_topic(s) for s in session_ids])
+        self._task: asyncio.Task[None] | None = None
+
+    def attach(self, channel: RTCDataChannel) -> None:
+        self._sender.attach(channel)
+        channel.on("message", self._on_message)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._forward(), name=f"alerts:{id(self._pc):x}")
+
+    def _on_message(self, raw: str | bytes) -> None:
+        try:
+            message = parse_message(raw)
+        except ValueError as exc:
+            self._sender.send(error_message(str(exc)))
+            return
+        if message["type"] == "ping":
+            self._sender.send({"type": "pong", "time": time.time()})
+
+    async def _forward(self) -> None:
+        await self._send_snapshot()
+        async for message in self._subscription:
+            self._sender.send(message)
+
+    async def _send_snapshot(self) -> None:
+        """A proctor who joins late first gets each session's state and flags so far."""
+        for session_id in self._session_ids:
+            record = await self._hub.store.get_session(session_id)
+            if record is None:
+                continue
+            self._sender.send({"type": "session", "session_id": session_id,
+                               "status": str(record.status)})
+            for flag in await self._hub.store.list_flags(session_id):
+                self._sender.send({"type": "flag", "session_id": session_id,
+                                   "flag": flag.to_dict()})
+
+    def stop(self) -> None:
+        self._subscription.close()
+        if self._task is not None:
+            self._task.cancel()

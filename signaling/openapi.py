@@ -1,0 +1,50 @@
+"""The OpenAPI document served at ``/api/v1/openapi.json``, built from one route table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# (method, path, who may call, summary, success status)
+ROUTES: tuple[tuple[str, str, str, str, int], ...] = (
+    ("post", "/sessions", "integrator", "Create a session; returns candidate and proctor tokens", 201),
+    ("get", "/sessions", "integrator, proctor", "List sessions (?status=live|ended)", 200),
+    ("get", "/sessions/{session_id}", "integrator, proctor", "Status, times, live risk, flag counts", 200),
+    ("get", "/sessions/{session_id}/rtc-config", "candidate", "ICE servers for the candidate's peer", 200),
+    ("post", "/sessions/{session_id}/offer", "candidate", "SDP offer in, SDP answer out", 200),
+    ("post", "/sessions/{session_id}/events", "candidate", "Browser telemetry: {events:[{type,time}], sent_at}", 202),
+    ("post", "/sessions/{session_id}/end", "integrator, candidate", "End the session (idempotent); builds the report", 200),
+    ("get", "/sessions/{session_id}/flags", "integrator, proctor", "The session's flags", 200),
+    ("get", "/sessions/{session_id}/report", "integrator, proctor", "The report (after the session ended)", 200),
+    ("get", "/clips/{clip_id}", "integrator, proctor", "An evidence clip (MP4, H.264); ?token= accepted", 200),
+    ("post", "/watch/offer", "proctor", "A peer whose 'alerts' DataChannel carries the sessions' flags", 200),
+    ("post", "/proctor-tokens", "integrator", "A proctor token covering several sessions", 201),
+    ("get", "/rtc-config", "any token", "ICE servers for a dashboard's peer", 200),
+)
+
+
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, who, summary, status in ROUTES:
+        paths.setdefault(path, {})[method] = {
+            "summary": summary,
+            "description": f"Called by: {who}. Authorization: Bearer <api key or token>.",
+            "security": [{"bearer": []}],
+            "responses": {
+                str(status): {"description": "success"},
+                "default": {"description": "error",
+                            "content": {"application/json": {
+                                "schema": {"$ref": "#/components/schemas/Error"}}}},
+            },
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Proctor API", "version": "1"},
+        "servers": [{"url": "/api/v1"}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {"type": "object", "properties": {"error": {
+                "type": "object", "properties": {"code": {"type": "string"},
+                                                 "message": {"type": "string"}}}}}},
+        },
+    }

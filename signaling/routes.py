@@ -1,0 +1,355 @@
+"""HTTP handlers under ``/api/v1`` (and the health and metrics endpoints)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from proctor.flags.model import new_id, utc_now_iso
+from proctor.flags.rules import PolicyError, apply_policy
+from proctor.pipeline.session import TELEMETRY_TYPES
+from proctor.store.base import EventRecord, SessionRecord, SessionStatus
+from signaling.auth import Principal, Role, hash_api_key
+from signaling.errors import ApiError
+from signaling.keys import (
+    CONFIG_API_KEYS,
+    CONFIG_KEY,
+    HUB_KEY,
+    METRICS_KEY,
+    SIGNER_KEY,
+    STORE_KEY,
+)
+
+routes = web.RouteTableDef()
+API = "/api/v1"
+MAX_EVENTS_PER_POST = 100
+
+
+# Authentication --------------------------------------------------------------------
+
+def _bearer(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if request.method == "GET" and request.query.get("token"):  # links: clips, pages
+        return request.query["token"]
+    raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <api key or token>'")
+
+
+async def authenticate(request: web.Request, *roles: Role) -> Principal:
+    credential = _bearer(request)
+    principal = await _principal(request, credential)
+    if principal.role not in roles:
+        raise ApiError(403, "forbidden", f"a {principal.role} may not call this")
+    return principal
+
+
+async def _principal(request: web.Request, credential: str) -> Principal:
+    if "." in credential:  # tokens are payload.signature; API keys have no dot
+        return request.app[SIGNER_KEY].verify(credential)
+    digest = hash_api_key(credential)
+    if digest in request.app[CONFIG_API_KEYS]:
+        return Principal(Role.INTEGRATOR, key_id="config")
+    record = await request.app[STORE_KEY].find_api_key(digest)
+    if record is None:
+        raise ApiError(401, "invalid_api_key", "the API key is not valid")
+    return Principal(Role.INTEGRATOR, key_id=record.key_id)
+
+
+async def session_for(request: web.Request, principal: Principal) -> SessionRecord:
+    session_id = request.match_info["session_id"]
+    if not principal.may_access(session_id):
+        raise ApiError(403, "forbidden", "this token does not cover that session")
+    record = await request.app[STORE_KEY].get_session(session_id)
+    if record is None:
+        raise ApiError(404, "not_found", "no such session")
+    live = request.app[HUB_KEY].sessions.get(session_id)
+    return live.record if live is not None else record
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", "the body must be JSON") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_json", "the body must be a JSON object")
+    return body
+
+
+def _optional_object(body: dict[str, Any], key: str) -> dict[str, Any]:
+    value = body.get(key) or {}
+    if not isinstance(value, dict):
+        raise ApiError(400, "bad_request", f"'{key}' must be an object")
+    return value
+
+
+# Health ----------------------------------------------------------------------------
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    checks: dict[str, str] = {}
+    try:
+        await request.app[STORE_KEY].ping()
+        checks["store"] = "ok"
+    except Exception as exc:
+        checks["store"] = f"unavailable: {exc}"
+    hub = request.app[HUB_KEY]
+    checks["bus"] = "ok"
+    checks["models"] = ", ".join(f"{d.name}: {d.source}" for d in hub.detectors) or "none"
+    ready = checks["store"] == "ok"
+    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS_KEY].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# Sessions --------------------------------------------------------------------------
+
+@routes.post(f"{API}/sessions")
+async def create_session(request: web.Request) -> web.Response:
+    principal = await authenticate(request, Role.INTEGRATOR)
+    body = await json_body(request)
+    candidate_id = body.get("candidate_id")
+    if not isinstance(candidate_id, str) or not candidate_id.strip():
+        raise ApiError(400, "bad_request", "'candidate_id' is required (a string)")
+    exam_id = body.get("exam_id")
+    if exam_id is not None and not isinstance(exam_id, str):
+        raise ApiError(400, "bad_request", "'exam_id' must be a string")
+    record = SessionRecord(
+        session_id=new_id(), candidate_id=candidate_id.strip(), exam_id=exam_id,
+        policy=_optional_object(body, "policy"),
+        accommodations=_optional_object(body, "accommodations"),
+        metadata=_optional_object(body, "metadata"), created_at=utc_now_iso(),
+        api_key_id=principal.key_id)
+    try:
+        apply_policy(request.app[HUB_KEY].rules, record.policy, record.accommodations)
+    except PolicyError as exc:
+        raise ApiError(400, "bad_policy", str(exc)) from exc
+    await request.app[STORE_KEY].create_session(record)
+    signer = request.app[SIGNER_KEY]
+    candidate_token, expires = signer.issue(Role.CANDIDATE, [record.session_id])
+    proctor_token, _ = signer.issue(Role.PROCTOR, [record.session_id])
+    return web.json_response({
+        "session_id": record.session_id, "candidate_token": candidate_token,
+        "proctor_token": proctor_token,
+        "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
+    }, status=201)
+
+
+@routes.post(f"{API}/proctor-tokens")
+async def create_proctor_token(request: web.Request) -> web.Response:
+    """One proctor token covering several sessions, for a dashboard of a whole exam."""
+    await authenticate(request, Role.INTEGRATOR)
+    body = await json_body(request)
+    sessions = body.get("sessions")
+    if not isinstance(sessions, list) or not sessions or not all(
+            isinstance(s, str) for s in sessions):
+        raise ApiError(400, "bad_request", "'sessions' must be a non-empty list of ids")
+    store = request.app[STORE_KEY]
+    for session_id in sessions:
+        if await store.get_session(session_id) is None:
+            raise ApiError(404, "not_found", f"no session {session_id}")
+    token, expires = request.app[SIGNER_KEY].issue(Role.PROCTOR, sessions)
+    return web.json_response({"proctor_token": token, "expires_at": time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))}, status=201)
+
+
+@routes.get(f"{API}/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    principal = await authenticate(request, Role.INTEGRATOR, Role.PROCTOR)
+    status = request.query.get("status")
+    if status is not None and status not in {s.value for s in SessionStatus}:
+        raise ApiError(400, "bad_request", "status must be created, live or ended")
+    records = await request.app[STORE_KEY].list_sessions(
+        SessionStatus(status) if status else None, limit=500)
+    visible = [r for r in records if principal.may_access(r.session_id)]
+    return web.json_response({"sessions": [_session_summary(request, r) for r in visible]})
+
+
+@routes.get(f"{API}/sessions/{{session_id}}")
+async def get_session(request: web.Request) -> web.Response:
+    principal = await authenticate(request, Role.INTEGRATOR, Role.PROCTOR)
+    record = await session_for(request, principal)
+    flags = await request.app[STORE_KEY].list_flags(record.session_id)
+    summary = _session_summary(request, record)
+    counts: dict[str, int] = {}
+    for flag in flags:
+        counts[str(flag.kind)] = counts.get(str(flag.kind), 0) + 1
+    summary["flag_counts"] = counts
+    return web.json_response(summary)
+
+
+def _session_summary(request: web.Request, record: SessionRecord) -> dict[str, Any]:
+    live = request.app[HUB_KEY].sessions.get(record.session_id)
+    summary: dict[str, Any] = {
+        "session_id": record.session_id, "candidate_id": record.candidate_id,
+        "exam_id": record.exam_id, "status": str(record.status),
+        "created_at": record.created_at, "started_at": record.started_at,
+        "ended_at": record.ended_at, "metadata": record.metadata,
+    }
+    if live is not None and live.pipeline is not None:
+        summary["risk"] = live.pipeline.risk()
+        summary["media_time"] = round(live.clock.now(), 2)
+        summary["pipeline"] = live.pipeline.stats()
+    elif record.report is not None:
+        summary["risk"] = None
+        summary["recommendation"] = record.report.get("recommendation")
+        summary["integrity_score"] = record.report.get("integrity_score")
+        summary["pipeline"] = record.report.get("pipeline")
+    return summary
+
+
+@routes.get(f"{API}/sessions/{{session_id}}/rtc-config")
+async def session_rtc_config(request: web.Request) -> web.Response:
+    principal = await authenticate(request, Role.CANDIDATE)
+    await session_for(request, principal)
+    return web.json_response(_ice_servers(request))
+
+
+@routes.get(f"{API}/rtc-config")
+async def rtc_config(request: web.Request) -> web.Response:
+    await authenticate(request, Role.PROCTOR, Role.CANDIDATE, Role.INTEGRATOR)
+    return web.json_response(_ice_servers(request))
+
+
+def _ice_servers(request: web.Request) -> dict[str, Any]:
+    servers = []
+    for server in request.app[CONFIG_KEY].rtc.ice_servers:
+        entry: dict[str, Any] = {"urls": server.urls}
+        if server.username:
+            entry.update(username=server.username, credential=server.credential)
+        servers.append(entry)
+    return {"ice_servers": servers}
+
+
+def _sdp(body: dict[str, Any]) -> tuple[str, str]:
+    sdp, sdp_type = body.get("sdp"), body.get("type")
+    if not isinstance(sdp, str) or not sdp.strip() or not isinstance(sdp_type, str):
+        raise ApiError(400, "bad_sdp", "expected {sdp: string, type: 'offer'}")
+    return sdp, sdp_type
+
+
+@routes.post(f"{API}/sessions/{{session_id}}/offer")
+async def offer(request: web.Request) -> web.Response:
+    principal = await authenticate(request, Role.CANDIDATE)
+    record = await session_for(request, principal)
+    sdp, sdp_type = _sdp(await json_body(request))
+    answer = await request.app[HUB_KEY].connect_candidate(record, sdp, sdp_type)
+    return web.json_response({"sdp": answer.sdp, "type": answer.type})
+
+
+@routes.post(f"{API}/sessions/{{session_id}}/events")
+async def events(request: web.Request) -> web.Response:
+    """Browser telemetry. Each event is stored, then fed to the flag tracker."""
+    principal = await authenticate(request, Role.CANDIDATE)
+    record = await session_for(request, principal)
+    body = await json_body(request)
+    items = body.get("events", [body] if "type" in body else None)
+    if not isinstance(items, list) or not items or len(items) > MAX_EVENTS_PER_POST:
+        raise ApiError(400, "bad_request",
+                       f"expected {{events: [{{type, time}}]}} with 1–{MAX_EVENTS_PER_POST}")
+    parsed = [_event(record.session_id, item, body.get("sent_at")) for item in items]
+    if record.status == SessionStatus.ENDED:
+        raise ApiError(409, "session_ended", "this session has ended")
+    hub, store = request.app[HUB_KEY], request.app[STORE_KEY]
+    for event, age in parsed:
+        event.media_time = hub.media_time_of(record.session_id, age)
+        await store.add_event(event)
+        if event.media_time is not None:
+            await hub.record_event(record.session_id, event.type, event.media_time)
+    return web.json_response({"accepted": len(parsed)}, status=202)
+
+
+def _event(session_id: str, item: Any, sent_at: Any) -> tuple[EventRecord, float]:
+    """The record, and how long ago (seconds) the event happened by the browser's clock."""
+    if not isinstance(item, dict) or item.get("type") not in TELEMETRY_TYPES:
+        raise ApiError(400, "bad_event",
+                       f"each event needs a type among {', '.join(sorted(TELEMETRY_TYPES))}")
+    client_ms = item.get("time")
+    if client_ms is not None and not isinstance(client_ms, int | float):
+        raise ApiError(400, "bad_event", "'time' must be epoch milliseconds")
+    # The browser's clock may be off; only the difference between two of its readings
+    # (when it happened, when it was sent) is trusted.
+    age = 0.0
+    if isinstance(client_ms, int | float) and isinstance(sent_at, int | float):
+        age = min(max(0.0, (sent_at - client_ms) / 1000), 3600.0)
+    detail = {k: v for k, v in item.items() if k not in ("type", "time")}
+    record = EventRecord(event_id=new_id(), session_id=session_id, type=item["type"],
+                         client_time=None if client_ms is None else client_ms / 1000,
+                         media_time=None, received_at=utc_now_iso(), detail=detail)
+    return record, age
+
+
+@routes.post(f"{API}/sessions/{{session_id}}/end")
+async def end_session(request: web.Request) -> web.Response:
+    principal = await authenticate(request, Role.INTEGRATOR, Role.CANDIDATE)
+    record = await session_for(request, principal)
+    report = await request.app[HUB_KEY].end(record)
+    return web.json_response({"session_id": record.session_id, "status": "ended",
+                              "recommendation": report["recommendation"],
+                              "integrity_score": report["integrity_score"]})
+
+
+@routes.get(f"{API}/sessions/{{session_id}}/flags")
+async def list_flags(request: web.Request) -> web.Response:
+    principal = await authenticate(request, Role.INTEGRATOR, Role.PROCTOR)
+    record = await session_for(request, principal)
+    flags = await request.app[STORE_KEY].list_flags(record.session_id)
+    return web.json_response({"flags": [f.to_dict() for f in flags]})
+
+
+@routes.get(f"{API}/sessions/{{session_id}}/report")
+async def report(request: web.Request) -> web.Response:
+    principal = await authenticate(request, Role.INTEGRATOR, Role.PROCTOR)
+    record = await session_for(request, principal)
+    if record.report is None:
+        raise ApiError(409, "not_ended", "the report is built when the session ends")
+    return web.json_response(record.report)
+
+
+@routes.get(f"{API}/clips/{{clip_id}}")
+async def clip(request: web.Request) -> web.StreamResponse:
+    principal = await authenticate(request, Role.INTEGRATOR, Role.PROCTOR)
+    record = await request.app[STORE_KEY].get_clip(request.match_info["clip_id"])
+    if record is None:
+        raise ApiError(404, "not_found",
+                       "no such clip (a flag's clip is written a few seconds after it closes)")
+    if not principal.may_access(record.session_id):
+        raise ApiError(403, "forbidden", "this token does not cover that clip")
+    path = Path(record.path)
+    if not path.is_file():
+        raise ApiError(404, "not_found", "the clip's file is gone (retention?)")
+    return web.FileResponse(path, headers={"Content-Type": record.content_type,
+                                           "Cache-Control": "private, max-age=3600"})
+
+
+# Proctors --------------------------------------------------------------------------
+
+@routes.post(f"{API}/watch/offer")
+async def watch_offer(request: web.Request) -> web.Response:
+    principal = await authenticate(request, Role.PROCTOR)
+    body = await json_body(request)
+    sdp, sdp_type = _sdp(body)
+    wanted = body.get("sessions") or sorted(principal.sessions)
+    if not isinstance(wanted, list) or not all(isinstance(s, str) for s in wanted):
+        raise ApiError(400, "bad_request", "'sessions' must be a list of session ids")
+    denied = [s for s in wanted if not principal.may_access(s)]
+    if denied:
+        raise ApiError(403, "forbidden", f"this token does not cover {', '.join(denied)}")
+    answer = await request.app[HUB_KEY].connect_watcher(wanted, sdp, sdp_type)
+    return web.json_response({"sdp": answer.sdp, "type": answer.type})
