@@ -30,7 +30,7 @@ from proctor.detectors.base import Detector
 from proctor.evidence import EvidenceRecorder
 from proctor.flags.messages import CANDIDATE_MESSAGES
 from proctor.flags.model import utc_now_iso
-from proctor.flags.rules import apply_policy, rules_from_config
+from proctor.flags.rules import Rule, apply_policy, rules_from_config
 from proctor.flags.tracker import FlagChange, FlagEvent
 from proctor.media.clock import MediaClock
 from proctor.media.webrtc import TrackReader
@@ -66,6 +66,12 @@ async def answer_offer(pc: RTCPeerConnection, sdp: str, sdp_type: str) -> RTCSes
     description = pc.localDescription
     assert description is not None
     return description
+
+
+def decision_delay(rules: tuple[Rule, ...], config: Config) -> float:
+    """The longest a flag's onset can precede the moment the tracker opens it."""
+    first_levels = [min(level.seconds for level in rule.levels) for rule in rules]
+    return max(first_levels, default=0.0) + config.flags.gap_seconds
 
 
 class SessionOutlet:
@@ -145,9 +151,10 @@ class SessionHub:
     async def _go_live(self, record: SessionRecord) -> LiveSession:
         session = LiveSession(record=record, clock=MediaClock(),
                               channel=ChannelSender(CANDIDATE_CHANNEL, self.metrics))
-        evidence = EvidenceRecorder(record.session_id, self.config.evidence,
-                                    self.config.clips_dir, self.encoding, self._clip_written)
         rules = apply_policy(self.rules, record.policy, record.accommodations)
+        evidence = EvidenceRecorder(record.session_id, self.config.evidence,
+                                    self.config.clips_dir, self.encoding, self._clip_written,
+                                    lookback_seconds=decision_delay(rules, self.config))
         session.pipeline = SessionPipeline(
             session_id=record.session_id, candidate_id=record.candidate_id,
             config=self.config, detectors=self.detectors, executor=self.inference,

@@ -1,0 +1,501 @@
+"""Per-session evidence recording: a rolling H.264 buffer and an MP4 clip writer.
+
+The session's video is encoded once, continuously, into H.264 packets held in memory
+with their media times. A clip is cut by *remuxing* those packets (no re-encoding)
+from the keyframe at or before ``start - pre_seconds`` to ``end + post_seconds``, so a
+clip costs a file write, not an encode. Memory stays bounded: whole GOPs older than
+``pre_seconds + keyframe_seconds`` are dropped unless a pending clip still needs them.
+
+Threading: everything in :class:`EvidenceRecorder` runs on the event loop except the
+encoder and the MP4 writer, which run on the executor passed in. That executor must be
+a thread pool (the encoder's state cannot be pickled). One session never has more than
+one encode job in flight, so its encoder is only ever touched by one thread at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import io
+import logging
+import math
+import os
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+from av.codec.context import Flags
+from av.stream import Stream
+from av.video.frame import PictureType
+
+from proctor.config import EvidenceConfig
+from proctor.flags.model import utc_now_iso
+from proctor.store.base import ClipRecord
+
+log = logging.getLogger("proctor.evidence")
+
+# 90 kHz is the usual video clock: exact for common frame rates, and MP4-friendly.
+TIME_BASE = Fraction(1, 90_000)
+# veryfast keeps CABAC and the deblocking filter (much better quality per bit than
+# ultrafast at 600 kbit/s) and still costs only a few ms per 640×480 frame.
+X264_PRESET = "veryfast"
+# A safety net only: keyframes are forced by media time (see _H264Encoder._force_key).
+_GOP_SAFETY_FACTOR = 4
+_SLOT_OFFSET = 0.4  # see _FrameGate
+
+ClipCallback = Callable[[ClipRecord], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPacket:
+    """One encoded frame; immutable, so clips can share it across threads."""
+
+    pts: int  # in TIME_BASE units: media_time * 90 000
+    data: bytes
+    keyframe: bool
+
+    @property
+    def time(self) -> float:
+        return float(self.pts * TIME_BASE)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """What a muxer needs to describe the encoded stream (SPS/PPS in ``extradata``)."""
+
+    width: int
+    height: int
+    extradata: bytes
+    fps: float
+
+
+@dataclass(slots=True)
+class _PendingClip:
+    clip_id: str
+    flag_id: str
+    start: float
+    end: float | None = None  # None while the flag is still open
+
+
+class _FrameGate:
+    """Thins input to at most ``fps``: one frame per slot of 1/fps seconds.
+
+    Slots are counted from the first accepted frame, with a 0.4-slot offset: input at
+    ``fps`` keeps every frame despite up to 0.4 frame of early jitter, while input at
+    exactly twice the rate (30 fps cameras, 15 fps evidence) never lands on a slot
+    boundary, so it is thinned evenly to every other frame rather than by float noise.
+    A frame whose time does not move forward is refused (the encoder needs strictly
+    increasing timestamps).
+    """
+
+    def __init__(self, fps: float) -> None:
+        self._fps = fps
+        self._origin: float | None = None
+        self._last_slot = -1
+        self._last_time = -math.inf
+
+    def accept(self, media_time: float) -> bool:
+        if self._origin is None:
+            self._origin = media_time
+        slot = math.floor((media_time - self._origin) * self._fps + _SLOT_OFFSET)
+        if slot <= self._last_slot or media_time <= self._last_time:
+            return False
+        self._last_slot, self._last_time = slot, media_time
+        return True
+
+
+class _H264Encoder:
+    """libx264 wrapper. Thread-confined: called by one executor job at a time.
+
+    Frames that change resolution mid-stream (WebRTC adapts resolution to bandwidth)
+    are scaled to the first frame's size. Restarting the encoder instead would change
+    the SPS mid-stream, and one MP4 track carries a single avcC, so a clip spanning
+    the change would need several sample descriptions that browsers handle poorly.
+    One fixed size keeps every clip a plain single-SPS stream.
+    """
+
+    def __init__(self, config: EvidenceConfig) -> None:
+        self._config = config
+        self._ctx: av.VideoCodecContext | None = None
+        self._last_key: float | None = None
+        self.stream: StreamInfo | None = None  # set once the encoder is open
+
+    def encode(self, batch: Sequence[tuple[av.VideoFrame, float]]) -> list[EncodedPacket]:
+        packets: list[EncodedPacket] = []
+        for frame, media_time in batch:
+            packets.extend(self._encode_one(frame, media_time))
+        return packets
+
+    def flush(self) -> list[EncodedPacket]:
+        if self._ctx is None:
+            return []
+        packets = self._collect(self._ctx.encode(None))
+        self._ctx = None  # a flushed encoder cannot take more frames; free it
+        return packets
+
+    def _encode_one(self, frame: av.VideoFrame, media_time: float) -> list[EncodedPacket]:
+        ctx = self._ctx if self._ctx is not None else self._open(frame)
+        image = self._conform(frame, ctx.width, ctx.height)
+        image.pts = round(media_time / TIME_BASE)
+        image.time_base = TIME_BASE
+        # Always set the type: decoded WebRTC frames carry I/P from *their* decoder,
+        # and libx264 obeys a frame's pict_type, which would override our GOP.
+        image.pict_type = PictureType.I if self._force_key(media_time) else PictureType.NONE
+        return self._collect(ctx.encode(image))
+
+    def _force_key(self, media_time: float) -> bool:
+        if self._last_key is None:
+            return True
+        # Half a frame of slack so a 1 s interval at 15 fps lands on frame 15, not 16.
+        slack = 0.5 / self._config.fps
+        return media_time - self._last_key >= self._config.keyframe_seconds - slack
+
+    def _open(self, frame: av.VideoFrame) -> av.VideoCodecContext:
+        cfg = self._config
+        ctx = av.CodecContext.create("libx264", "w")
+        # yuv420p needs even dimensions.
+        ctx.width = max(2, frame.width - frame.width % 2)
+        ctx.height = max(2, frame.height - frame.height % 2)
+        ctx.pix_fmt = "yuv420p"
+        ctx.time_base = TIME_BASE
+        ctx.framerate = Fraction(cfg.fps).limit_denominator(1001)
+        ctx.bit_rate = cfg.bitrate
+        ctx.gop_size = max(1, math.ceil(cfg.fps * cfg.keyframe_seconds * _GOP_SAFETY_FACTOR))
+        # Sessions encode in parallel on the executor; one thread each is the cheapest.
+        ctx.thread_count = 1
+        # SPS/PPS go to extradata (the MP4 avcC box) instead of in-band.
+        ctx.flags |= Flags.global_header
+        ctx.options = {
+            "preset": X264_PRESET,
+            "tune": "zerolatency",  # no B-frames, no lookahead: one packet per frame
+            "forced-idr": "1",  # a forced keyframe is an IDR, so a clip can start there
+            "maxrate": str(cfg.bitrate),
+            "bufsize": str(cfg.bitrate * 2),
+        }
+        ctx.open()
+        self._ctx = ctx
+        self.stream = StreamInfo(ctx.width, ctx.height, bytes(ctx.extradata or b""), cfg.fps)
+        return ctx
+
+    @staticmethod
+    def _conform(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
+        image = frame.reformat(width=width, height=height, format="yuv420p")
+        if image is frame:
+            # reformat() hands back the caller's frame when nothing changes. The frame
+            # is shared with the analysis pipeline, so copy before setting pts/type.
+            image = av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuv420p")
+        return image
+
+    def _collect(self, packets: Sequence[av.Packet[Any]]) -> list[EncodedPacket]:
+        out: list[EncodedPacket] = []
+        for packet in packets:
+            if packet.pts is None:
+                continue
+            encoded = EncodedPacket(packet.pts, bytes(packet), packet.is_keyframe)
+            if encoded.keyframe:
+                self._last_key = encoded.time
+            out.append(encoded)
+        return out
+
+
+def write_mp4(path: Path, stream: StreamInfo, packets: Sequence[EncodedPacket]) -> int:
+    """Remux ``packets`` into a faststart MP4 at ``path``; return its size in bytes.
+
+    Written under a temporary name and renamed, so a reader never sees half a file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    try:
+        _mux(partial, stream, packets)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path.stat().st_size
+
+
+def _mux(target: Path, stream: StreamInfo, packets: Sequence[EncodedPacket]) -> None:
+    with av.open(io.BytesIO(), "w", format="mp4") as scratch, av.open(
+        str(target), "w", format="mp4", container_options={"movflags": "+faststart"}
+    ) as out:
+        # PyAV opens (i.e. would re-create) the encoder of a plain add_stream(); a stream
+        # made from a template is marked initialised and is only muxed. The template
+        # is a never-written stream in a scratch container; the real SPS/PPS come from
+        # our encoder's extradata, which the MP4 muxer turns into the avcC box.
+        template = scratch.add_stream(
+            "libx264", rate=Fraction(stream.fps).limit_denominator(1001),
+            width=stream.width, height=stream.height,
+        )
+        video = out.add_stream_from_template(template)
+        video.codec_context.extradata = stream.extradata
+        video.codec_context.width = stream.width
+        video.codec_context.height = stream.height
+        video.codec_context.pix_fmt = "yuv420p"
+        video.time_base = TIME_BASE
+        for packet in _clip_packets(packets, stream.fps):
+            packet.stream = video
+            out.mux(packet)
+
+
+def _clip_packets(packets: Sequence[EncodedPacket], fps: float) -> list[av.Packet[Stream]]:
+    """Packets rebased to start at 0, each lasting until the next (the last: 1/fps)."""
+    base = packets[0].pts
+    last_duration = max(1, round(1 / fps / TIME_BASE))
+    out: list[av.Packet[Stream]] = []
+    for index, encoded in enumerate(packets):
+        following = packets[index + 1].pts if index + 1 < len(packets) else None
+        packet = av.Packet(encoded.data)
+        packet.pts = packet.dts = encoded.pts - base
+        packet.duration = following - encoded.pts if following is not None else last_duration
+        packet.time_base = TIME_BASE
+        packet.is_keyframe = encoded.keyframe
+        out.append(packet)
+    return out
+
+
+class EvidenceRecorder:
+    """Rolling H.264 buffer of one session's video, and the clips cut from it.
+
+    Call :meth:`push_video` for every received frame, :meth:`open_clip` and
+    :meth:`close_clip` as flags open and close, and :meth:`aclose` when the session
+    ends. Each finished clip lands in ``clips_dir/<clip_id>.mp4`` and is reported
+    through ``on_clip``. A clip is written once media up to ``end + post_seconds`` is
+    encoded, or as soon as it reaches ``max_clip_seconds`` (even if its flag is still
+    open: the cap keeps the first part, so nothing later could change it).
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        config: EvidenceConfig,
+        clips_dir: Path,
+        executor: concurrent.futures.Executor,
+        on_clip: ClipCallback,
+        lookback_seconds: float = 0.0,
+    ) -> None:
+        self._session_id = session_id
+        # A flag is opened only once its condition has lasted a while, with its start
+        # back at the onset: the buffer keeps that much more lead-in for it.
+        self._lookback = lookback_seconds
+        self._config = config
+        self._clips_dir = Path(clips_dir)
+        self._executor = executor
+        self._on_clip = on_clip
+        self._encoder = _H264Encoder(config)
+        self._gate = _FrameGate(config.fps)
+        self._queue: deque[tuple[av.VideoFrame, float]] = deque()
+        self._queue_limit = max(2, math.ceil(2 * config.fps))
+        self._dropped = 0
+        self._gops: deque[list[EncodedPacket]] = deque()  # each list starts at a keyframe
+        self._newest: float | None = None
+        self._stream: StreamInfo | None = None
+        self._pending: dict[str, _PendingClip] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._encode_task: asyncio.Task[None] | None = None
+        self._close_task: asyncio.Task[None] | None = None
+
+    # -- public API ------------------------------------------------------------
+
+    @property
+    def dropped_frames(self) -> int:
+        """Frames lost because the encoder fell behind (the oldest queued go first)."""
+        return self._dropped
+
+    @property
+    def newest_media_time(self) -> float | None:
+        """Media time of the newest *encoded* frame, or None before the first."""
+        return self._newest
+
+    @property
+    def buffered_seconds(self) -> float:
+        """Media seconds of encoded video held in memory."""
+        if self._newest is None or not self._gops:
+            return 0.0
+        return self._newest - self._gops[0][0].time
+
+    def push_video(self, frame: av.VideoFrame, media_time: float) -> None:
+        """Queue a received frame; O(1), never waits on the encoder."""
+        if self._close_task is not None or not self._gate.accept(media_time):
+            return
+        if len(self._queue) >= self._queue_limit:
+            self._queue.popleft()
+            self._dropped += 1
+        self._queue.append((frame, media_time))
+        if self._encode_task is None:
+            self._encode_task = self._spawn(self._encode_loop(), "encode")
+
+    def open_clip(self, clip_id: str, flag_id: str, start: float) -> None:
+        if Path(clip_id).name != clip_id or clip_id.startswith("."):
+            raise ValueError(f"clip id {clip_id!r} is not a plain file name")
+        if self._close_task is not None:
+            log.warning("evidence[%s]: clip %s opened after close; ignored",
+                        self._session_id, clip_id)
+            return
+        if clip_id in self._pending:
+            log.warning("evidence[%s]: clip %s is already open", self._session_id, clip_id)
+            return
+        self._pending[clip_id] = _PendingClip(clip_id, flag_id, start)
+
+    def close_clip(self, clip_id: str, end: float) -> None:
+        clip = self._pending.get(clip_id)
+        if clip is None:
+            # Normal for a clip already written at max_clip_seconds.
+            log.debug("evidence[%s]: close of clip %s that is not pending",
+                      self._session_id, clip_id)
+            return
+        clip.end = max(end, clip.start)
+        self._finish_ready()  # the media may already be there
+
+    async def aclose(self) -> None:
+        """Flush the encoder, write every pending clip, await their callbacks."""
+        if self._close_task is None:
+            self._close_task = asyncio.get_running_loop().create_task(
+                self._close(), name=f"evidence:{self._session_id}:close")
+        # Shielded: a caller cancelled mid-close must not leave half-written clips.
+        await asyncio.shield(self._close_task)
+
+    # -- encoding --------------------------------------------------------------
+
+    async def _encode_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                batch = list(self._queue)
+                self._queue.clear()
+                try:
+                    packets = await loop.run_in_executor(
+                        self._executor, self._encoder.encode, batch)
+                except Exception:
+                    log.exception("evidence[%s]: encoding %d frames failed",
+                                  self._session_id, len(batch))
+                    continue
+                self._absorb(packets)
+        finally:
+            self._encode_task = None
+
+    def _absorb(self, packets: Sequence[EncodedPacket]) -> None:
+        """Add encoded packets (on the loop), then write due clips and trim."""
+        self._stream = self._encoder.stream
+        for packet in packets:
+            if packet.keyframe or not self._gops:
+                self._gops.append([])
+            self._gops[-1].append(packet)
+            self._newest = packet.time
+        if packets:
+            self._finish_ready()
+            self._trim()
+
+    def _trim(self) -> None:
+        """Drop whole GOPs no one can need: a clip starts on a keyframe at or before
+        ``start - pre``, so only the GOP holding that instant must be kept."""
+        if self._newest is None:
+            return
+        cutoff = (self._newest - self._lookback - self._config.pre_seconds
+                  - self._config.keyframe_seconds)
+        for clip in self._pending.values():
+            cutoff = min(cutoff, clip.start - self._config.pre_seconds)
+        while len(self._gops) > 1 and self._gops[1][0].time <= cutoff:
+            self._gops.popleft()
+
+    # -- clips -----------------------------------------------------------------
+
+    def _anchor(self, at: float) -> float:
+        """Time of the keyframe a clip reaching back to ``at`` would start on."""
+        anchor = self._gops[0][0].time if self._gops else at
+        for gop in self._gops:
+            if gop[0].time > at:
+                break
+            anchor = gop[0].time
+        return anchor
+
+    def _due(self, clip: _PendingClip) -> float:
+        """Media time after which nothing more can enter this clip."""
+        cfg = self._config
+        cap_end = self._anchor(clip.start - cfg.pre_seconds) + cfg.max_clip_seconds
+        if clip.end is None:
+            return cap_end
+        return min(cap_end, clip.end + cfg.post_seconds)
+
+    def _finish_ready(self) -> None:
+        if self._newest is None:
+            return
+        newest = self._newest
+        for clip in [c for c in self._pending.values() if newest >= self._due(c)]:
+            del self._pending[clip.clip_id]
+            self._start_write(clip)
+
+    def _start_write(self, clip: _PendingClip) -> None:
+        upto = math.inf if clip.end is None else clip.end + self._config.post_seconds
+        packets = self._cut(clip.start - self._config.pre_seconds, upto)
+        if not packets or self._stream is None:
+            log.info("evidence[%s]: clip %s has no video in its time range; skipped",
+                     self._session_id, clip.clip_id)
+            return
+        self._spawn(self._write(clip, packets, self._stream), f"clip:{clip.clip_id}")
+
+    def _cut(self, lo: float, hi: float) -> list[EncodedPacket]:
+        """Packets from the keyframe at or before ``lo`` up to ``hi``, capped in length;
+        empty when no frame falls inside [lo, hi]."""
+        anchor = self._anchor(lo)
+        packets = [p for gop in self._gops for p in gop if anchor <= p.time <= hi]
+        if not any(p.time >= lo for p in packets):
+            return []
+        cap = packets[0].pts + round(self._config.max_clip_seconds / TIME_BASE)
+        return [p for p in packets if p.pts <= cap]
+
+    async def _write(self, clip: _PendingClip, packets: list[EncodedPacket],
+                     stream: StreamInfo) -> None:
+        path = self._clips_dir / f"{clip.clip_id}.mp4"
+        loop = asyncio.get_running_loop()
+        try:
+            size = await loop.run_in_executor(self._executor, write_mp4, path, stream, packets)
+        except Exception:
+            log.exception("evidence[%s]: writing clip %s failed",
+                          self._session_id, clip.clip_id)
+            return
+        record = ClipRecord(
+            clip_id=clip.clip_id, session_id=self._session_id, flag_id=clip.flag_id,
+            path=str(path), start=packets[0].time, end=packets[-1].time,
+            size_bytes=size, created_at=utc_now_iso(),
+        )
+        try:
+            await self._on_clip(record)
+        except Exception:
+            log.exception("evidence[%s]: on_clip for %s failed",
+                          self._session_id, clip.clip_id)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def _close(self) -> None:
+        if self._encode_task is not None:
+            await asyncio.wait({self._encode_task})  # it drains the queue, then ends
+        try:
+            packets = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._encoder.flush)
+        except Exception:
+            log.exception("evidence[%s]: flushing the encoder failed", self._session_id)
+        else:
+            self._absorb(packets)
+        for clip in list(self._pending.values()):
+            self._start_write(clip)  # an open clip ends at the newest media time
+        self._pending.clear()
+        while pending := {task for task in self._tasks if not task.done()}:
+            await asyncio.wait(pending)
+        self._gops.clear()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(
+            coro, name=f"evidence:{self._session_id}:{what}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("evidence[%s]: task %s failed", self._session_id, task.get_name(),
+                      exc_info=task.exception())
