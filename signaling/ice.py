@@ -8,11 +8,9 @@ deployment keeps every candidate where it wants. Empty: aioice's own choice.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import aioice.ice
 
-_original: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
+_original = aioice.ice.get_host_addresses
 
 
 def restrict_host_addresses(addresses: tuple[str, ...]) -> None:

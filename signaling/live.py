@@ -23,6 +23,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.sdp import SessionDescription
 
 from proctor.bus import EventBus, Message, session_topic
 from proctor.config import Config
@@ -53,10 +54,21 @@ def rtc_configuration(config: Config) -> RTCConfiguration:
     return RTCConfiguration(iceServers=servers)
 
 
-async def answer_offer(pc: RTCPeerConnection, sdp: str, sdp_type: str) -> RTCSessionDescription:
-    """Apply the browser's offer and produce our answer; bad SDP is the caller's 400."""
+def check_offer(sdp: str, sdp_type: str) -> None:
+    """Refuse what cannot be an offer before any state changes (400, nothing kept)."""
     if sdp_type != "offer":
         raise ApiError(400, "bad_sdp", "type must be 'offer'")
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
+        raise ApiError(400, "bad_sdp", f"the SDP offer could not be parsed: {exc}") from exc
+    if not parsed.media:
+        raise ApiError(400, "bad_sdp", "the SDP offer has no media or data section")
+
+
+async def answer_offer(pc: RTCPeerConnection, sdp: str, sdp_type: str) -> RTCSessionDescription:
+    """Apply the browser's offer and produce our answer; bad SDP is the caller's 400."""
+    check_offer(sdp, sdp_type)
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
@@ -135,8 +147,12 @@ class SessionHub:
 
     async def connect_candidate(self, record: SessionRecord, sdp: str,
                                 sdp_type: str) -> RTCSessionDescription:
+        if record.status == SessionStatus.ENDED:
+            raise ApiError(409, "session_ended", "this session has ended")
+        check_offer(sdp, sdp_type)
         async with self._lock(record.session_id):
-            if record.status == SessionStatus.ENDED:
+            if record.status == SessionStatus.ENDED:  # type: ignore[comparison-overlap]
+                # it ended while we waited for the lock
                 raise ApiError(409, "session_ended", "this session has ended")
             session = self.sessions.get(record.session_id)
             if session is None and len(self.sessions) >= self.config.rtc.max_sessions:

@@ -101,7 +101,9 @@ def _override(rule: Rule, changes: Mapping[str, Any]) -> Rule:
             raise PolicyError(f"policy.rules.{rule.kind}.{level.severity}: "
                               "only threshold and seconds may change")
         try:
-            levels.append(replace(level, **{k: float(v) for k, v in change.items()}))
+            threshold = float(change.get("threshold", level.threshold))
+            seconds = float(change.get("seconds", level.seconds))
         except (TypeError, ValueError) as exc:
             raise PolicyError(f"policy.rules.{rule.kind}.{level.severity}: numbers only") from exc
+        levels.append(replace(level, threshold=threshold, seconds=seconds))
     return replace(rule, levels=tuple(levels))

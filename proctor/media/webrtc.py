@@ -9,9 +9,11 @@ as it arrives and hands it on at once; the sampler later takes the newest one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -55,7 +57,7 @@ class TrackReader:
         finally:
             self._clock.forget(self)
 
-    def _dispatch(self, frame: av.VideoFrame | av.AudioFrame | av.Packet) -> None:
+    def _dispatch(self, frame: av.frame.Frame | av.Packet[Any]) -> None:
         pts = None
         if frame.pts is not None and frame.time_base is not None:
             pts = float(frame.pts * frame.time_base)
@@ -72,7 +74,5 @@ class TrackReader:
     async def stop(self) -> None:
         if self.task is not None and not self.task.done():
             self.task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self.task, timeout=2.0)
-            except (asyncio.CancelledError, TimeoutError):
-                pass

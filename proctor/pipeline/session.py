@@ -269,7 +269,7 @@ def _to_rgb(frame: av.VideoFrame) -> np.ndarray[Any, np.dtype[np.uint8]]:
     if frame.width > ANALYSIS_MAX_WIDTH:
         height = round(frame.height * ANALYSIS_MAX_WIDTH / frame.width / 2) * 2
         frame = frame.reformat(width=ANALYSIS_MAX_WIDTH, height=height)
-    return frame.to_ndarray(format="rgb24")
+    return np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
 
 
 def _source_for(kind: FlagKind, sources: Mapping[str, str]) -> str:

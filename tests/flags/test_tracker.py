@@ -10,7 +10,7 @@ import pytest
 
 from proctor.config import load_config
 from proctor.flags.model import FlagKind, Severity
-from proctor.flags.rules import Level, Rule, apply_policy, rules_from_config, PolicyError
+from proctor.flags.rules import Level, PolicyError, Rule, apply_policy, rules_from_config
 from proctor.flags.tracker import FlagChange, FlagEvent, FlagTracker
 
 STEP = 0.1  # finer than the 5 fps default, so 0.5 s rules are exact

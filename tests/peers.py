@@ -1,0 +1,95 @@
+"""Real aiortc client peers for tests: a candidate sending scheduled video, a watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+from aiohttp.test_utils import TestClient
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
+
+VIDEO_CLOCK = 90_000
+
+
+class ScheduledVideoTrack(VideoStreamTrack):
+    """Plays ``schedule`` [(until_seconds, image), ...] in real time at ``fps``.
+
+    Timestamps follow the schedule exactly, so the server's media time of each
+    frame is known to the test; the last image repeats until ``duration``.
+    """
+
+    def __init__(self, schedule: list[tuple[float, np.ndarray]], fps: float = 15.0,
+                 duration: float | None = None) -> None:
+        super().__init__()
+        self._frames = [(until, av.VideoFrame.from_ndarray(img, format="rgb24"))
+                        for until, img in schedule]
+        self._fps = fps
+        self._duration = duration
+        self._index = 0
+        self._started: float | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        if self._started is None:
+            self._started = time.monotonic()
+        t = self._index / self._fps
+        if self._duration is not None and t >= self._duration:
+            self.stop()
+            raise MediaStreamError
+        await asyncio.sleep(max(0.0, self._started + t - time.monotonic()))
+        self._index += 1
+        image = next((frame for until, frame in self._frames if t < until), self._frames[-1][1])
+        frame = av.VideoFrame.from_ndarray(image.to_ndarray(format="rgb24"), format="rgb24")
+        frame.pts = round(t * VIDEO_CLOCK)
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        return frame
+
+
+@dataclass
+class ClientPeer:
+    pc: RTCPeerConnection
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m.get("type") == kind]
+
+    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in self.messages:
+                if predicate(message):
+                    return message
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no matching message in {timeout} s; got {self.messages[-5:]}")
+
+
+async def connect(client: TestClient, path: str, token: str, label: str,
+                  track: VideoStreamTrack | None = None,
+                  body: dict[str, Any] | None = None) -> ClientPeer:
+    """Open a peer with a DataChannel ``label`` (and a video track) through ``path``."""
+    pc = RTCPeerConnection()
+    peer = ClientPeer(pc)
+    channel = pc.createDataChannel(label)
+    channel.on("message", lambda raw: peer.messages.append(json.loads(raw)))
+    channel.on("open", peer.opened.set)
+    if track is not None:
+        pc.addTrack(track)
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = {"sdp": pc.localDescription.sdp, "type": "offer", **(body or {})}
+    response = await client.post(path, json=offer, headers=bearer(token))
+    assert response.status == 200, await response.text()
+    await pc.setRemoteDescription(RTCSessionDescription(**await response.json()))
+    await asyncio.wait_for(peer.opened.wait(), timeout=10)
+    peer.channel = channel  # type: ignore[attr-defined]
+    return peer
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
