@@ -68,6 +68,7 @@ class PipelineConfig:
     workers: int = 2
     lag_warning_seconds: float = 1.0
     status_interval_seconds: float = 1.0
+    signal_hold_seconds: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,40 @@ class FaceDetectorConfig:
 
 
 @dataclass(frozen=True)
+class LandmarksConfig:
+    """Head pose and gaze from the face mesh (proctor/detectors/landmarks.py)."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class ObjectsConfig:
+    """Phones, people, books, laptops, screens (proctor/detectors/objects.py)."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """Face verification against the enrollment (proctor/detectors/identity.py)."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """Covered, dark or frozen camera (proctor/detectors/camera.py)."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class DetectorsConfig:
     faces: FaceDetectorConfig = field(default_factory=FaceDetectorConfig)
+    landmarks: LandmarksConfig = field(default_factory=LandmarksConfig)
+    objects: ObjectsConfig = field(default_factory=ObjectsConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
 
 
 @dataclass(frozen=True)
@@ -102,7 +135,7 @@ class LevelRule:
 @dataclass(frozen=True)
 class RuleConfig:
     kind: str
-    signal: str
+    signal: tuple[str, ...]  # one name, or several: the most extreme present value counts
     op: str = ">="
     instant: bool = False
     low: LevelRule | None = None
@@ -170,6 +203,7 @@ _POSITIVE: dict[str, bool] = {
     "pipeline.analysis_fps": False,
     "pipeline.workers": False,
     "pipeline.status_interval_seconds": False,
+    "pipeline.signal_hold_seconds": True,
     "evidence.pre_seconds": True,
     "evidence.post_seconds": True,
     "evidence.max_clip_seconds": False,

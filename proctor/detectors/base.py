@@ -28,6 +28,16 @@ class VideoSample:
     image: RgbImage
 
 
+@dataclass(frozen=True)
+class StreamContext:
+    """What a detector may know about the session it serves."""
+
+    session_id: str
+    candidate_id: str
+    # The candidate's enrolled face embedding (decrypted), when they enrolled.
+    enrollment: npt.NDArray[np.float32] | None = None
+
+
 @dataclass
 class Observation:
     """What one detector saw in one sample.
@@ -49,7 +59,9 @@ class DetectorStream(ABC):
     """A session's view of a detector. Not shared between sessions or threads at once."""
 
     @abstractmethod
-    def process(self, sample: VideoSample) -> Observation: ...
+    def process(self, sample: VideoSample) -> Observation | None:
+        """What this sample shows, or None when the stream skips it (a detector may run
+        below the analysis rate; the pipeline then holds its last signals a while)."""
 
     def close(self) -> None:  # noqa: B027 - streams without per-session state need nothing
         """Release per-session resources."""
@@ -62,7 +74,7 @@ class Detector(ABC):
     source: str  # "<model>@<version>", copied into the flags this detector backs
 
     @abstractmethod
-    def stream(self, session_id: str) -> DetectorStream: ...
+    def stream(self, context: StreamContext) -> DetectorStream: ...
 
     def close(self) -> None:  # noqa: B027 - most detectors hold nothing to release
         """Release the process-wide model."""

@@ -13,7 +13,13 @@ from importlib import metadata
 from typing import Any
 
 from proctor.config import FaceDetectorConfig
-from proctor.detectors.base import Detector, DetectorStream, Observation, VideoSample
+from proctor.detectors.base import (
+    Detector,
+    DetectorStream,
+    Observation,
+    StreamContext,
+    VideoSample,
+)
 
 _MODEL_SELECTION = {"short_range": 0, "full_range": 1}
 
@@ -66,7 +72,7 @@ class FaceDetector(Detector):
             processing_ms=(time.perf_counter() - started) * 1000,
         )
 
-    def stream(self, session_id: str) -> DetectorStream:
+    def stream(self, context: StreamContext) -> DetectorStream:
         return _FaceStream(self)
 
 

@@ -41,9 +41,21 @@ class Level:
 @dataclass(frozen=True)
 class Rule:
     kind: FlagKind
-    signal: str
+    signals: tuple[str, ...]
     levels: tuple[Level, ...]  # ordered low → high
     instant: bool = False
+
+    @property
+    def signal(self) -> str:
+        """The main signal: it names the rule's evidence metric."""
+        return self.signals[0]
+
+    def value(self, signals: Mapping[str, float]) -> float | None:
+        """The value this sample gives the rule, or None when none of its signals is here."""
+        present = [signals[name] for name in self.signals if name in signals]
+        if not present:
+            return None
+        return max(present) if self.tracks_maximum else min(present)
 
     @property
     def tracks_maximum(self) -> bool:
@@ -57,7 +69,7 @@ def rule_from_config(row: RuleConfig) -> Rule:
         level: LevelRule | None = getattr(row, severity.value)
         if level is not None:
             levels.append(Level(severity, level.op or row.op, level.threshold, level.seconds))
-    return Rule(kind=FlagKind(row.kind), signal=row.signal, levels=tuple(levels),
+    return Rule(kind=FlagKind(row.kind), signals=row.signal, levels=tuple(levels),
                 instant=row.instant)
 
 

@@ -93,7 +93,7 @@ class FlagTracker:
         """Feed one sample at media time ``t``. Rules whose signal is absent are untouched."""
         events: list[FlagEvent] = []
         for state in self._states.values():
-            value = signals.get(state.rule.signal)
+            value = state.rule.value(signals)
             if value is None:
                 continue
             confidence = (confidences or {}).get(state.rule.signal, 1.0)

@@ -20,9 +20,10 @@ from typing import Any, Protocol
 
 import av
 import numpy as np
+import numpy.typing as npt
 
 from proctor.config import Config
-from proctor.detectors.base import Detector, Observation, VideoSample
+from proctor.detectors.base import Detector, Observation, StreamContext, VideoSample
 from proctor.evidence import EvidenceRecorder
 from proctor.flags.model import Flag, FlagKind
 from proctor.flags.rules import Rule
@@ -69,6 +70,7 @@ class SessionPipeline:
                  detectors: list[Detector], executor: Executor, rules: tuple[Rule, ...],
                  sink: PipelineSink, metrics: Metrics, clock: MediaClock,
                  evidence: EvidenceRecorder | None = None,
+                 enrollment: npt.NDArray[np.float32] | None = None,
                  now: Callable[[], float] = time.monotonic) -> None:
         self.session_id = session_id
         self.config = config
@@ -78,7 +80,8 @@ class SessionPipeline:
         self._metrics = metrics
         self._evidence = evidence
         self._now = now
-        self._streams = [(d.name, d.stream(session_id)) for d in detectors]
+        context = StreamContext(session_id, candidate_id, enrollment)
+        self._streams = [(d.name, d.stream(context)) for d in detectors]
         sources = {d.name: d.source for d in detectors}
         self.tracker = FlagTracker(session_id, candidate_id, rules,
                                    gap_seconds=config.flags.gap_seconds,
@@ -91,6 +94,8 @@ class SessionPipeline:
         self._lags: deque[float] = deque(maxlen=LAG_WINDOW)
         self.flags: dict[str, Flag] = {}  # every flag so far, latest state
         self.last_faces: int | None = None
+        # Each detector's newest observation: its signals count until it speaks again,
+        # for at most signal_hold_seconds (detectors may skip frames).
         self.last_observations: dict[str, Observation] = {}
         self.frames_received = 0
         self.frames_analysed = 0
@@ -168,17 +173,17 @@ class SessionPipeline:
         observations = []
         for name, stream in self._streams:
             observation = stream.process(sample)
-            self._metrics.stage_seconds.labels(name).observe(observation.processing_ms / 1000)
-            observations.append(observation)
+            if observation is not None:
+                self._metrics.stage_seconds.labels(name).observe(
+                    observation.processing_ms / 1000)
+                observations.append(observation)
         return observations
 
     async def _observe(self, media_time: float, observations: list[Observation]) -> None:
-        signals: dict[str, float] = dict(self._telemetry)
-        confidences: dict[str, float] = {}
         for observation in observations:
-            signals.update(observation.signals)
-            confidences.update(observation.confidences)
             self.last_observations[observation.detector] = observation
+        signals, confidences = self.current_signals(media_time)
+        signals.update(self._telemetry)
         if "face_count" in signals:
             self.last_faces = int(signals["face_count"])
             self.single_face_frames += self.last_faces == 1
@@ -200,6 +205,17 @@ class SessionPipeline:
             except Exception:
                 log.exception("session %s: delivering flag %s failed", self.session_id,
                               flag.flag_id)
+
+    def current_signals(self, media_time: float) -> tuple[dict[str, float], dict[str, float]]:
+        """Every detector's signals that are fresh enough to count at ``media_time``."""
+        hold = self.config.pipeline.signal_hold_seconds
+        signals: dict[str, float] = {}
+        confidences: dict[str, float] = {}
+        for observation in self.last_observations.values():
+            if media_time - observation.media_time <= hold + 1e-6:
+                signals.update(observation.signals)
+                confidences.update(observation.confidences)
+        return signals, confidences
 
     # Status -----------------------------------------------------------------------
 
@@ -227,6 +243,7 @@ class SessionPipeline:
             "media_time": round(media_time, 2),
             "risk": self.risk(media_time),
             "faces": self.last_faces,
+            "signals": {k: round(v, 3) for k, v in self.current_signals(media_time)[0].items()},
             "open_flags": [str(f.kind) for f in self.tracker.open_flags],
             "lag_ms": round(self._lags[-1] * 1000, 1) if self._lags else None,
         }

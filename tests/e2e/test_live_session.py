@@ -130,3 +130,39 @@ async def test_junk_on_the_candidate_channel_gets_an_error(
     channel.send('{"type": "ping"}')
     await candidate.wait_for(lambda m: m.get("type") == "pong")
     await candidate.pc.close()
+
+
+async def test_browser_telemetry_becomes_flags(client: TestClient,
+                                               api_headers: dict[str, str]) -> None:
+    session = await _create_session(client, api_headers)
+    sid = session["session_id"]
+    candidate = await connect(client, f"/api/v1/sessions/{sid}/offer",
+                              session["candidate_token"], "proctor",
+                              track=ScheduledVideoTrack([(8.0, face_frame())], duration=8))
+    await candidate.wait_for(lambda m: m.get("type") == "status" and m["faces"] == 1)
+    events_path, token = f"/api/v1/sessions/{sid}/events", bearer(session["candidate_token"])
+
+    async def send(*types: str) -> None:
+        now_ms = 1_800_000_000_000
+        events = [{"type": t, "time": now_ms} for t in types]
+        response = await client.post(events_path, json={"events": events, "sent_at": now_ms},
+                                     headers=token)
+        assert response.status == 202
+
+    await send("paste", "tab_hidden")
+    await asyncio.sleep(1.5)
+    await send("tab_visible")
+    hidden = await candidate.wait_for(lambda m: m.get("type") == "flag"
+                                      and m["flag"]["kind"] == "tab_hidden"
+                                      and m["flag"]["end"] is not None)
+    assert hidden["flag"]["severity"] == "moderate"  # hidden 1.5 s: under the 10 s high
+    assert hidden["flag"]["end"] - hidden["flag"]["start"] == pytest.approx(1.5, abs=0.3)
+    pasted = await candidate.wait_for(lambda m: m.get("type") == "flag"
+                                      and m["flag"]["kind"] == "paste")
+    assert pasted["flag"]["start"] == pasted["flag"]["end"]
+    assert pasted["flag"]["source"] == "browser-telemetry"
+    await client.post(f"/api/v1/sessions/{sid}/end", headers=api_headers)
+    kinds = {f["kind"] for f in (await (await client.get(
+        f"/api/v1/sessions/{sid}/flags", headers=api_headers)).json())["flags"]}
+    assert kinds == {"paste", "tab_hidden"}
+    await candidate.pc.close()
