@@ -69,6 +69,7 @@ class PipelineConfig:
     lag_warning_seconds: float = 1.0
     status_interval_seconds: float = 1.0
     signal_hold_seconds: float = 1.0
+    video_timeout_seconds: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,10 @@ class CameraConfig:
     """Covered, dark or frozen camera (proctor/detectors/camera.py)."""
 
     enabled: bool = True
+    dark_luma: float = 24.0
+    flat_std: float = 6.0
+    flat_edges: float = 0.005
+    frozen_max_change: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -204,6 +209,7 @@ _POSITIVE: dict[str, bool] = {
     "pipeline.workers": False,
     "pipeline.status_interval_seconds": False,
     "pipeline.signal_hold_seconds": True,
+    "pipeline.video_timeout_seconds": False,
     "evidence.pre_seconds": True,
     "evidence.post_seconds": True,
     "evidence.max_clip_seconds": False,

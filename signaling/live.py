@@ -212,6 +212,8 @@ class SessionHub:
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             log.info("session %s: peer %s", sid, pc.connectionState)
+            if session.pc is pc and session.pipeline is not None:
+                session.pipeline.media_connected = pc.connectionState == "connected"
             if pc.connectionState == "failed":
                 await pc.close()
 

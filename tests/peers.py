@@ -18,18 +18,26 @@ from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
 VIDEO_CLOCK = 90_000
 
 
+NOISE_FRAMES = 8
+
+
 class ScheduledVideoTrack(VideoStreamTrack):
     """Plays ``schedule`` [(until_seconds, image), ...] in real time at ``fps``.
 
     Timestamps follow the schedule exactly, so the server's media time of each
-    frame is known to the test; the last image repeats until ``duration``.
+    frame is known to the test; the last image repeats until ``duration``. Like a
+    real sensor, every frame carries a little noise, so a still scene is not a
+    frozen picture.
     """
 
     def __init__(self, schedule: list[tuple[float, np.ndarray]], fps: float = 15.0,
                  duration: float | None = None) -> None:
         super().__init__()
-        self._frames = [(until, av.VideoFrame.from_ndarray(img, format="rgb24"))
-                        for until, img in schedule]
+        self._schedule = schedule
+        rng = np.random.default_rng(7)
+        shape = schedule[0][1].shape
+        self._noise = [rng.integers(-3, 4, size=shape, dtype=np.int16)
+                       for _ in range(NOISE_FRAMES)]
         self._fps = fps
         self._duration = duration
         self._index = 0
@@ -44,8 +52,9 @@ class ScheduledVideoTrack(VideoStreamTrack):
             raise MediaStreamError
         await asyncio.sleep(max(0.0, self._started + t - time.monotonic()))
         self._index += 1
-        image = next((frame for until, frame in self._frames if t < until), self._frames[-1][1])
-        frame = av.VideoFrame.from_ndarray(image.to_ndarray(format="rgb24"), format="rgb24")
+        image = next((img for until, img in self._schedule if t < until), self._schedule[-1][1])
+        noisy = np.clip(image + self._noise[self._index % NOISE_FRAMES], 0, 255)
+        frame = av.VideoFrame.from_ndarray(noisy.astype(np.uint8), format="rgb24")
         frame.pts = round(t * VIDEO_CLOCK)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         return frame

@@ -6,6 +6,7 @@ import logging
 
 from proctor.config import DetectorsConfig
 from proctor.detectors.base import Detector
+from proctor.detectors.camera import CameraDetector
 from proctor.detectors.faces import FaceDetector
 
 log = logging.getLogger("proctor.detectors")
@@ -16,6 +17,8 @@ def build_detectors(config: DetectorsConfig) -> list[Detector]:
     detectors: list[Detector] = []
     if config.faces.enabled:
         detectors.append(FaceDetector(config.faces))
+    if config.camera.enabled:
+        detectors.append(CameraDetector(config.camera))
     for detector in detectors:
         log.info("detector %s ready (%s)", detector.name, detector.source)
     return detectors

@@ -83,6 +83,7 @@ class FlagTracker:
         self.gap_seconds = gap_seconds
         self._source_for = source_for or (lambda kind: "")
         self._states = {rule.kind: _RuleState(rule) for rule in rules}
+        self._latest = float("-inf")
 
     @property
     def open_flags(self) -> list[Flag]:
@@ -90,7 +91,11 @@ class FlagTracker:
 
     def update(self, t: float, signals: Mapping[str, float],
                confidences: Mapping[str, float] | None = None) -> list[FlagEvent]:
-        """Feed one sample at media time ``t``. Rules whose signal is absent are untouched."""
+        """Feed one sample at media time ``t``. Rules whose signal is absent are untouched.
+
+        Samples come from several places (frames, status ticks, browser events) and may
+        arrive a hair out of order; time never runs backwards inside the tracker."""
+        t = self._latest = max(t, self._latest)
         events: list[FlagEvent] = []
         for state in self._states.values():
             value = state.rule.value(signals)

@@ -101,6 +101,8 @@ class SessionPipeline:
         self.frames_analysed = 0
         self.frames_dropped = 0
         self.single_face_frames = 0
+        self.media_connected = False  # set by the peer's owner: video_lost needs a live link
+        self._last_frame_at: float | None = None
         self._closed = False
 
     # Input ------------------------------------------------------------------------
@@ -114,6 +116,7 @@ class SessionPipeline:
         if self._closed:
             return
         self.frames_received += 1
+        self._last_frame_at = arrived
         self._metrics.frames_received.inc()
         self._pending = _Pending(frame, media_time, arrived)
         self._new_frame.set()
@@ -206,6 +209,17 @@ class SessionPipeline:
                 log.exception("session %s: delivering flag %s failed", self.session_id,
                               flag.flag_id)
 
+    def _note_link(self, media_time: float) -> None:
+        """``video_lost``: no frame for a while although the peer is connected."""
+        if not self.media_connected:
+            self.last_observations.pop("link", None)
+            return
+        silent = self._last_frame_at is None or (
+            self._now() - self._last_frame_at > self.config.pipeline.video_timeout_seconds)
+        self.last_observations["link"] = Observation(
+            session_id=self.session_id, media_time=media_time, detector="link",
+            signals={"video_lost": float(silent)})
+
     def current_signals(self, media_time: float) -> tuple[dict[str, float], dict[str, float]]:
         """Every detector's signals that are fresh enough to count at ``media_time``."""
         hold = self.config.pipeline.signal_hold_seconds
@@ -225,8 +239,11 @@ class SessionPipeline:
             if not self.clock.started:
                 continue
             media_time = self.clock.now()
-            if self._telemetry:  # lets "hidden for 10 s" rise without new events
-                await self._apply(self.tracker.update(media_time, dict(self._telemetry)))
+            self._note_link(media_time)
+            # Between frames, this tick lets "hidden for 10 s" or "no video" move on.
+            signals, confidences = self.current_signals(media_time)
+            signals.update(self._telemetry)
+            await self._apply(self.tracker.update(media_time, signals, confidences))
             try:
                 await self._sink.status(self.status(media_time))
             except Exception:
