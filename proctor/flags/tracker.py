@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from proctor.flags.model import Flag, FlagKind, Severity, new_id
+from proctor.flags.model import Flag, Severity, new_id
 from proctor.flags.rules import Level, Rule
 
 # Float media times (n × 0.2 s) land a hair under a whole-second threshold.
@@ -75,13 +75,13 @@ class FlagTracker:
 
     def __init__(self, session_id: str, candidate_id: str, rules: tuple[Rule, ...],
                  gap_seconds: float = 0.5,
-                 source_for: Callable[[FlagKind], str] | None = None,
+                 source_for: Callable[[Rule], str] | None = None,
                  with_clips: bool = False) -> None:
         self.session_id = session_id
         self.with_clips = with_clips  # give each flag a clip id up front, for live evidence
         self.candidate_id = candidate_id
         self.gap_seconds = gap_seconds
-        self._source_for = source_for or (lambda kind: "")
+        self._source_for = source_for or (lambda rule: "")
         self._states = {rule.kind: _RuleState(rule) for rule in rules}
         self._latest = float("-inf")
 
@@ -162,7 +162,7 @@ class FlagTracker:
                  confidence: float) -> FlagEvent:
         state.flag = Flag(session_id=self.session_id, candidate_id=self.candidate_id,
                           kind=state.rule.kind, severity=severity, start=start,
-                          source=self._source_for(state.rule.kind))
+                          source=self._source_for(state.rule))
         if self.with_clips:
             state.flag.evidence.clip_id = new_id()
         self._note(state, value, confidence)

@@ -1,0 +1,382 @@
+"""Head pose and gaze from MediaPipe's face mesh with iris (``refine_landmarks``).
+
+Signals (angles in degrees, each a deviation from the session's calibrated neutral):
+
+- ``abs_yaw`` (backs ``head_turned``), with ``yaw``, ``pitch`` and ``roll`` signed for
+  evidence and status. Frames are what the camera sends (browsers mirror only their
+  own preview), so: ``yaw`` + = the candidate turns to their left (nose toward the
+  image's right); ``pitch`` + = chin up; ``roll`` + = head tilted toward the left
+  shoulder.
+- ``gaze_yaw``, ``gaze_pitch``: where the eyes point, head pose plus the eyes'
+  rotation in the head, same signs.
+- ``gaze_off_screen`` 1/0 (backs ``gaze_away``): eyes off the screen while the head
+  faces it (sideways beyond ``gaze_horizontal_limit``, or down beyond
+  ``gaze_down_limit``). 0 while the head is turned past ``gaze_head_yaw_limit``
+  (``head_turned`` covers that); left out while the eyes are closed.
+- ``eyes_closed`` 1/0: blinks and closed eyes, which are not looking away.
+
+No face: an observation with no signals (``face_count`` is the faces detector's).
+
+Head pose is a rigid (Kabsch) fit of a few stable landmarks of MediaPipe's canonical
+face model to the mesh's 3-D landmarks, the way MediaPipe's own face-geometry module
+does it, in plain numpy: no camera intrinsics to guess, and the angles are relative
+to the line of sight, which is what "facing the camera" means.
+
+The mesh tracks the face from frame to frame, so every session stream has its own
+graph (created on first use, in the worker thread).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+import time
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from proctor.config import LandmarksConfig
+from proctor.detectors.base import (
+    Detector,
+    DetectorStream,
+    Observation,
+    StreamContext,
+    VideoSample,
+)
+from proctor.detectors.faces import mediapipe_version
+
+FloatArray = npt.NDArray[np.float64]
+
+# Vertices of MediaPipe's canonical face model (mediapipe/modules/face_geometry/data/
+# canonical_face_model.obj in MediaPipe's source, Apache-2.0; the mediapipe wheels do
+# not ship it), indexed like the mesh's landmarks: centimetres, x toward the face's left
+# (the image's right), y up, z out of the face. Only bone-anchored points: the nose
+# ridge, forehead, eye corners, cheekbones and temples. Mouth, lids and jaw move with
+# speech and expression and would read as head motion.
+CANONICAL_FACE: dict[int, tuple[float, float, float]] = {
+    1: (0.0, -1.126865, 7.475604),        # nose tip
+    4: (0.0, -0.463170, 7.586580),
+    5: (0.0, 0.365669, 7.242870),
+    6: (0.0, 2.473255, 5.788627),         # nose bridge
+    9: (0.0, 4.885979, 5.385258),
+    10: (0.0, 8.261778, 4.481535),        # top of the forehead
+    151: (0.0, 6.545390, 5.027311),
+    168: (0.0, 3.271027, 5.236015),
+    195: (0.0, 1.059413, 6.774605),
+    197: (0.0, 1.728369, 6.316750),
+    33: (-4.445859, 2.663991, 3.173422),  # right eye, outer corner
+    133: (-1.856432, 2.585245, 3.757904),  # right eye, inner corner
+    362: (1.856432, 2.585245, 3.757904),  # left eye, inner corner
+    263: (4.445859, 2.663991, 3.173422),  # left eye, outer corner
+    127: (-7.743095, 2.364999, -2.005167),  # temples
+    356: (7.743095, 2.364999, -2.005167),
+    234: (-7.664182, 0.673132, -2.435867),  # cheekbones, at the face's edge
+    454: (7.664182, 0.673132, -2.435867),
+    93: (-7.542244, -1.049282, -2.431321),
+    323: (7.542244, -1.049282, -2.431321),
+}
+_POSE_INDICES = np.array(list(CANONICAL_FACE))
+_CANONICAL = np.array(list(CANONICAL_FACE.values()), dtype=np.float64)
+_CANONICAL_CENTRED = _CANONICAL - _CANONICAL.mean(axis=0)
+
+MESH_POINTS = 478  # 468 face landmarks + 10 iris landmarks (refine_landmarks=True)
+
+
+@dataclass(frozen=True)
+class Eye:
+    """Mesh indices of one eye: corners from the face's right to its left, lids, iris."""
+
+    right_corner: int
+    left_corner: int
+    upper_lid: tuple[int, int]
+    lower_lid: tuple[int, int]  # below upper_lid, point for point
+    iris: int
+
+
+RIGHT_EYE = Eye(33, 133, (160, 158), (144, 153), 468)
+LEFT_EYE = Eye(362, 263, (385, 387), (380, 373), 473)
+
+# The iris centre's travel for a rotation, as a share of the eye's corner-to-corner
+# width: it turns on a radius of about 11 mm in an eye opening about 30 mm wide.
+EYE_ROTATION_RADIUS = 0.37
+
+
+@dataclass(frozen=True)
+class Pose:
+    """Head rotation in degrees, signs as in the module docstring."""
+
+    yaw: float
+    pitch: float
+    roll: float
+
+
+@dataclass(frozen=True)
+class FaceMeasure:
+    """What one frame's mesh says: head pose, iris position in the eyes, eye openness.
+
+    ``iris_h``/``iris_v``: the iris centre's offset from the middle of the eye corners,
+    in eye widths, toward the face's left / up. ``openness``: eye aspect ratio."""
+
+    yaw: float
+    pitch: float
+    roll: float
+    iris_h: float
+    iris_v: float
+    openness: float
+
+
+# Before a session is calibrated: a head facing the camera, and the iris position
+# measured on frontal portraits looking into the lens (astronaut, Grace Hopper, Obama,
+# Biden: iris_h -0.03…0.02, iris_v 0.04…0.07). Their eyes' openness was 0.19…0.33;
+# 0.22 sits low so narrow eyes still count as open (closed ones read about 0.06).
+UNCALIBRATED = FaceMeasure(yaw=0.0, pitch=0.0, roll=0.0, iris_h=0.0, iris_v=0.06,
+                           openness=0.22)
+
+
+# Pure geometry ----------------------------------------------------------------------
+
+
+def rotation_matrix(yaw: float, pitch: float, roll: float) -> FloatArray:
+    """The head rotation for these angles (degrees), in the model's axes (x to the
+    face's left, y up, z toward the camera): yaw about the vertical first, then pitch,
+    then roll in the head's own frame. Inverse of :func:`rotation_angles`."""
+    a, b, c = math.radians(yaw), math.radians(-pitch), math.radians(-roll)
+    ry = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
+    rz = np.array([[math.cos(c), -math.sin(c), 0], [math.sin(c), math.cos(c), 0], [0, 0, 1]])
+    rotation: FloatArray = ry @ rx @ rz
+    return rotation
+
+
+def rotation_angles(rotation: FloatArray) -> Pose:
+    """Yaw, pitch, roll (degrees) of a rotation built as in :func:`rotation_matrix`."""
+    yaw = math.atan2(rotation[0, 2], rotation[2, 2])
+    pitch = math.asin(max(-1.0, min(1.0, rotation[1, 2])))  # the nose's rise
+    roll = -math.atan2(rotation[1, 0], rotation[1, 1])
+    return Pose(math.degrees(yaw), math.degrees(pitch), math.degrees(roll))
+
+
+def head_pose(points: FloatArray) -> Pose:
+    """Head pose from mesh points (image axes: x right, y down, z away from the camera,
+    all in pixels), by the rotation that best maps the canonical face onto them."""
+    observed = points[_POSE_INDICES] * np.array([1.0, -1.0, -1.0])  # to the model's axes
+    observed = observed - observed.mean(axis=0)
+    # Kabsch: the rotation R minimising |observed - s R canonical| is V diag(1,1,d) Uᵀ
+    # from the SVD of the cross-covariance; d keeps it a rotation, not a mirror.
+    u, _, vt = np.linalg.svd(_CANONICAL_CENTRED.T @ observed)
+    d = 1.0 if np.linalg.det(vt.T @ u.T) > 0 else -1.0
+    rotation = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+    return rotation_angles(rotation)
+
+
+def _eye_frame(points: FloatArray, eye: Eye) -> tuple[FloatArray, FloatArray, float]:
+    """The eye's middle, its across axis (toward the face's left) and its width, in the
+    image plane. Axes follow the eye, so a tilted head does not read as a glance."""
+    right, left = points[eye.right_corner, :2], points[eye.left_corner, :2]
+    across = left - right
+    width = float(np.hypot(*across))
+    return (right + left) / 2, across / max(width, 1e-9), width
+
+
+def iris_offset(points: FloatArray, eye: Eye) -> tuple[float, float]:
+    """Where the iris sits in one eye: (toward the face's left, up) in eye widths."""
+    middle, across, width = _eye_frame(points, eye)
+    up = np.array([across[1], -across[0]])  # across turned a quarter toward the brow
+    offset = points[eye.iris, :2] - middle
+    return float(offset @ across) / max(width, 1e-9), float(offset @ up) / max(width, 1e-9)
+
+
+def eye_openness(points: FloatArray, eye: Eye) -> float:
+    """Eye aspect ratio: mean lid-to-lid distance over the corner-to-corner width.
+    Open eyes give about 0.2–0.35; a closed eye under a third of its open value."""
+    _, _, width = _eye_frame(points, eye)
+    gaps = [float(np.hypot(*(points[top, :2] - points[bottom, :2])))
+            for top, bottom in zip(eye.upper_lid, eye.lower_lid, strict=True)]
+    return sum(gaps) / len(gaps) / max(width, 1e-9)
+
+
+def eye_rotation(offset: float) -> float:
+    """Degrees an eye has turned for an iris offset (eye widths) from its neutral spot."""
+    return math.degrees(math.asin(max(-1.0, min(1.0, offset / EYE_ROTATION_RADIUS))))
+
+
+def measure(points: FloatArray) -> FaceMeasure:
+    """Everything this detector reads off one face's mesh."""
+    pose = head_pose(points)
+    # The eye nearer the camera is seen wider and more surely: weight by width, so a
+    # turned head leans on it rather than on the foreshortened far eye.
+    weights = [_eye_frame(points, eye)[2] for eye in (RIGHT_EYE, LEFT_EYE)]
+    total = sum(weights) or 1.0
+    offsets = [iris_offset(points, eye) for eye in (RIGHT_EYE, LEFT_EYE)]
+    openness = [eye_openness(points, eye) for eye in (RIGHT_EYE, LEFT_EYE)]
+    return FaceMeasure(
+        yaw=pose.yaw, pitch=pose.pitch, roll=pose.roll,
+        iris_h=sum(w * o[0] for w, o in zip(weights, offsets, strict=True)) / total,
+        iris_v=sum(w * o[1] for w, o in zip(weights, offsets, strict=True)) / total,
+        openness=sum(w * e for w, e in zip(weights, openness, strict=True)) / total,
+    )
+
+
+def face_signals(raw: FaceMeasure, neutral: FaceMeasure,
+                 config: LandmarksConfig) -> dict[str, float]:
+    """The signals for one face, given the session's neutral pose."""
+    yaw, pitch = raw.yaw - neutral.yaw, raw.pitch - neutral.pitch
+    signals = {"abs_yaw": abs(yaw), "yaw": yaw, "pitch": pitch, "roll": raw.roll - neutral.roll}
+    closed = raw.openness < config.eye_closed_ratio * neutral.openness
+    signals["eyes_closed"] = 1.0 if closed else 0.0
+    if closed:  # a blink is not a glance away: say nothing about gaze
+        return signals
+    if abs(yaw) > config.gaze_head_yaw_limit:
+        # The head itself is turned (head_turned's business), and the far eye is out of
+        # sight: the eyes say nothing trustworthy.
+        signals["gaze_off_screen"] = 0.0
+        return signals
+    gaze_yaw = yaw + eye_rotation(raw.iris_h - neutral.iris_h)
+    gaze_pitch = pitch + eye_rotation(raw.iris_v - neutral.iris_v)
+    signals["gaze_yaw"], signals["gaze_pitch"] = gaze_yaw, gaze_pitch
+    signals["gaze_off_screen"] = 1.0 if gaze_off_screen(gaze_yaw, gaze_pitch, config) else 0.0
+    return signals
+
+
+def gaze_off_screen(gaze_yaw: float, gaze_pitch: float, config: LandmarksConfig) -> bool:
+    """Eyes off the screen: sideways, or down (a desk, a lap, a phone). Looking up is
+    left alone: people look up to think, and nothing to read sits above a webcam."""
+    return abs(gaze_yaw) > config.gaze_horizontal_limit or -gaze_pitch > config.gaze_down_limit
+
+
+# Calibration ------------------------------------------------------------------------
+
+
+class Calibration:
+    """A session's neutral pose: the median of the first ``calibration_seconds`` of a
+    face looking roughly at the camera (head and gaze within ``calibration_max_angle``,
+    eyes open). A camera set off to one side then reads as straight ahead. Until it is
+    learned the uncalibrated defaults stand (deviation = raw angle)."""
+
+    MIN_SAMPLES = 3  # a window's worth at any sane analysis rate; guards a stray frame
+
+    def __init__(self, config: LandmarksConfig) -> None:
+        self._config = config
+        self._samples: list[FaceMeasure] = []
+        self._started: float | None = None
+        self.neutral: FaceMeasure | None = None if config.calibration_seconds > 0 else (
+            UNCALIBRATED)
+
+    @property
+    def done(self) -> bool:
+        return self.neutral is not None
+
+    def current(self) -> FaceMeasure:
+        return self.neutral or UNCALIBRATED
+
+    def add(self, media_time: float, raw: FaceMeasure) -> None:
+        if self.neutral is not None or not self._frontal(raw):
+            return
+        if self._started is None:
+            self._started = media_time
+        self._samples.append(raw)
+        elapsed = media_time - self._started
+        if elapsed >= self._config.calibration_seconds and len(self._samples) >= self.MIN_SAMPLES:
+            self.neutral = FaceMeasure(**{
+                f.name: statistics.median(getattr(s, f.name) for s in self._samples)
+                for f in fields(FaceMeasure)})
+            self._samples.clear()
+
+    def _frontal(self, raw: FaceMeasure) -> bool:
+        """Head and eyes toward the camera, eyes open: a blink or a glance at notes
+        during the window must not become the neutral pose."""
+        signals = face_signals(raw, UNCALIBRATED, self._config)
+        limit = self._config.calibration_max_angle
+        return (not signals["eyes_closed"] and abs(raw.yaw) <= limit
+                and abs(raw.pitch) <= limit
+                and abs(signals.get("gaze_yaw", math.inf)) <= limit
+                and abs(signals.get("gaze_pitch", math.inf)) <= limit)
+
+
+# The detector -----------------------------------------------------------------------
+
+
+class LandmarksDetector(Detector):
+    name = "landmarks"
+
+    def __init__(self, config: LandmarksConfig) -> None:
+        import mediapipe as mp  # deferred: importing mediapipe costs ~1 s
+
+        self._solution = mp.solutions.face_mesh
+        self.config = config
+        self.source = f"face-mesh@mediapipe-{mediapipe_version()}"
+
+    def new_mesh(self) -> Any:
+        """A face-mesh graph of its own: it tracks the face between frames."""
+        return self._solution.FaceMesh(static_image_mode=False, max_num_faces=1,
+                                       refine_landmarks=True)
+
+    def stream(self, context: StreamContext) -> DetectorStream:
+        return LandmarksStream(self)
+
+
+class LandmarksStream(DetectorStream):
+    def __init__(self, detector: LandmarksDetector) -> None:
+        self._detector = detector
+        self._mesh: Any = None  # built on first use, in the worker thread, not the loop
+        # A session may close while its last frame is still in a worker thread; a graph
+        # must not be closed under a running process() call.
+        self._lock = threading.Lock()
+        self._closed = False
+        self.calibration = Calibration(detector.config)
+
+    def process(self, sample: VideoSample) -> Observation | None:
+        with self._lock:
+            if self._closed:
+                return None
+            return self._process(sample)
+
+    def _process(self, sample: VideoSample) -> Observation:
+        started = time.perf_counter()
+        if self._mesh is None:
+            self._mesh = self._detector.new_mesh()
+        points = mesh_points(self._mesh.process(sample.image), sample.image.shape)
+        observation = Observation(session_id=sample.session_id, media_time=sample.media_time,
+                                  detector=self._detector.name)
+        if points is not None:
+            raw = measure(points)
+            self.calibration.add(sample.media_time, raw)
+            observation.signals = face_signals(raw, self.calibration.current(),
+                                               self._detector.config)
+            observation.details = _details(raw, self.calibration)
+        observation.processing_ms = (time.perf_counter() - started) * 1000
+        return observation
+
+    def close(self) -> None:
+        with self._lock:  # waits out a frame in flight: a few milliseconds
+            self._closed = True
+            if self._mesh is not None:
+                self._mesh.close()
+                self._mesh = None
+
+
+def mesh_points(result: Any, shape: tuple[int, ...]) -> FloatArray | None:
+    """The first face's landmarks in pixels (x right, y down, z away from the camera;
+    MediaPipe scales z like x), or None without a face."""
+    faces = getattr(result, "multi_face_landmarks", None)
+    if not faces:
+        return None
+    height, width = shape[:2]
+    landmarks = faces[0].landmark
+    if len(landmarks) < MESH_POINTS:
+        return None  # no iris landmarks: a graph built without refine_landmarks
+    points = np.array([(p.x, p.y, p.z) for p in landmarks], dtype=np.float64)
+    return points * np.array([width, height, width], dtype=np.float64)
+
+
+def _details(raw: FaceMeasure, calibration: Calibration) -> dict[str, Any]:
+    neutral = calibration.neutral
+    return {
+        "raw": {f.name: round(getattr(raw, f.name), 3) for f in fields(FaceMeasure)},
+        "calibrated": calibration.done,
+        "neutral": None if neutral is None else {
+            f.name: round(getattr(neutral, f.name), 3) for f in fields(FaceMeasure)},
+    }
