@@ -1,0 +1,132 @@
+"""Recorded files and single images as sources for the same pipeline.
+
+A file is decoded with PyAV on its own thread and sampled by media time at the
+analysis rate, so the stages see what a live session at that rate would have seen.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, UnidentifiedImageError
+
+MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs
+
+
+class MediaError(ValueError):
+    """The input is not a video or image we can read."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    duration: float | None  # seconds, when the container says
+    width: int
+    height: int
+    has_audio: bool
+
+
+def probe_video(path: Path) -> VideoInfo:
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError("the file has no video stream")
+            stream = container.streams.video[0]
+            duration = None
+            if container.duration is not None:
+                duration = container.duration / av.time_base
+            elif stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            return VideoInfo(duration, stream.codec_context.width,
+                             stream.codec_context.height, bool(container.streams.audio))
+    except av.FFmpegError as exc:
+        raise MediaError(f"not a video PyAV can open: {exc}") from exc
+
+
+def sample_video(path: Path, fps: float) -> Iterator[tuple[av.VideoFrame, float]]:
+    """(frame, media seconds from the first frame) at most ``fps`` times a second."""
+    interval = 1.0 / fps
+    next_due: float | None = None
+    origin: float | None = None
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"  # frame threads: decoding keeps up with stages
+            for frame in container.decode(stream):
+                if frame.time is None:
+                    continue
+                origin = frame.time if origin is None else origin
+                media_time = frame.time - origin
+                if next_due is not None and media_time < next_due - 1e-6:
+                    continue
+                next_due = media_time + interval if next_due is None else next_due + interval
+                next_due = max(next_due, media_time + interval / 2)
+                yield frame, media_time
+    except av.FFmpegError as exc:
+        raise MediaError(f"decoding failed: {exc}") from exc
+
+
+class Prefetcher:
+    """Runs a generator on its own thread, ``depth`` items ahead of the consumer, so
+    decoding overlaps analysis on a second core."""
+
+    _DONE = object()
+
+    def __init__(self, items: Iterator[tuple[av.VideoFrame, float]], depth: int = 8) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._items = items
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="proctor-decode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for item in self._items:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer
+            self._error = exc
+        finally:
+            self._queue.put(self._DONE)
+
+    def next(self) -> tuple[av.VideoFrame, float] | None:
+        """The next item, or None at the end (blocking: call it from a worker thread)."""
+        item = self._queue.get()
+        if item is self._DONE:
+            if self._error is not None:
+                raise self._error
+            return None
+        return item  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                self._thread.join(timeout=0.1)
+
+
+def decode_image(data: bytes) -> npt.NDArray[np.uint8]:
+    """An uploaded JPEG/PNG (or anything Pillow reads) as RGB, or MediaError."""
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise MediaError("not an image (JPEG or PNG expected)") from exc

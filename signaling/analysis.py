@@ -1,0 +1,188 @@
+"""Offline analysis over HTTP: one image now, or a video upload as a background job."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from proctor.flags.model import new_id, utc_now_iso
+from proctor.media.file import MediaError, decode_image, probe_video
+from proctor.pipeline.offline import analyze_image, analyze_video
+from signaling.auth import Role
+from signaling.errors import ApiError
+from signaling.keys import CONFIG_KEY, HUB_KEY
+from signaling.routes import API, authenticate
+
+log = logging.getLogger("proctor.analysis")
+routes = web.RouteTableDef()
+
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+CHUNK = 1 << 16
+FINISHED_JOBS_KEPT = 200
+
+
+@dataclass
+class Job:
+    job_id: str
+    filename: str
+    status: str = "queued"  # queued, running, done, failed
+    progress: float = 0.0
+    created_at: str = field(default_factory=utc_now_iso)
+    report: dict[str, Any] | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "status": self.status, "filename": self.filename,
+                "progress": round(self.progress, 3), "created_at": self.created_at,
+                "report": self.report, "error": self.error}
+
+
+class AnalysisJobs:
+    """Video jobs run one at a time on their own thread, so live sessions keep the
+    inference pool. Finished jobs stay in memory (the newest few hundred)."""
+
+    def __init__(self, upload_dir: Path) -> None:
+        self.upload_dir = upload_dir
+        self.jobs: dict[str, Job] = {}
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="proctor-jobs")
+        self._turn = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, job: Job, path: Path, app: web.Application) -> None:
+        self.jobs[job.job_id] = job
+        task = asyncio.get_running_loop().create_task(self._run(job, path, app),
+                                                      name=f"analysis-job:{job.job_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._forget_old()
+
+    async def _run(self, job: Job, path: Path, app: web.Application) -> None:
+        async with self._turn:
+            job.status = "running"
+            started = time.monotonic()
+
+            def progress(done: float, total: float) -> None:
+                job.progress = min(1.0, done / total) if total > 0 else 0.0
+
+            try:
+                job.report = await analyze_video(path, app[CONFIG_KEY], app[HUB_KEY].detectors,
+                                                 progress=progress, executor=self._executor)
+                job.status, job.progress = "done", 1.0
+            except MediaError as exc:
+                job.status, job.error = "failed", str(exc)
+            except Exception as exc:
+                log.exception("analysis job %s failed", job.job_id)
+                job.status, job.error = "failed", f"internal error: {type(exc).__name__}"
+            finally:
+                path.unlink(missing_ok=True)
+            log.info("analysis job %s %s in %.1f s", job.job_id, job.status,
+                     time.monotonic() - started)
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self.jobs.values() if j.status in ("done", "failed")]
+        for job in finished[:-FINISHED_JOBS_KEPT]:
+            del self.jobs[job.job_id]
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+JOBS_KEY = web.AppKey("jobs", AnalysisJobs)
+
+
+async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[JOBS_KEY] = AnalysisJobs(app[CONFIG_KEY].data_dir / "uploads")
+    yield
+    await app[JOBS_KEY].close()
+
+
+async def _body_parts(request: web.Request, field_names: tuple[str, ...]
+                      ) -> tuple[Any, str]:
+    """A stream to read the upload from, and its file name."""
+    if request.content_type.startswith("multipart/"):
+        reader = await request.multipart()
+        async for part in reader:
+            if isinstance(part, BodyPartReader) and part.name in field_names:
+                return part, part.filename or part.name or "upload"
+        raise ApiError(400, "bad_request", f"send the file in a field named {field_names[0]!r}")
+    return request.content, "upload"
+
+
+async def _read_limited(stream: Any, limit: int, sink: Any) -> int:
+    size = 0
+    while chunk := (await stream.read_chunk(CHUNK) if isinstance(stream, BodyPartReader)
+                    else await stream.read(CHUNK)):
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "too_large", f"the upload is larger than {limit} bytes")
+        sink(chunk)
+    if size == 0:
+        raise ApiError(400, "bad_request", "the upload is empty")
+    return size
+
+
+@routes.post(f"{API}/analyze/frame")
+async def analyze_frame(request: web.Request) -> web.Response:
+    await authenticate(request, Role.INTEGRATOR)
+    stream, _ = await _body_parts(request, ("image", "photo", "file"))
+    chunks: list[bytes] = []
+    await _read_limited(stream, MAX_IMAGE_BYTES, chunks.append)
+    try:
+        image = decode_image(b"".join(chunks))
+    except MediaError as exc:
+        raise ApiError(400, "not_an_image", str(exc)) from exc
+    hub = request.app[HUB_KEY]
+    candidate_id = request.query.get("candidate_id")
+    enrollment = await hub.load_enrollment(candidate_id) if candidate_id else None
+    if candidate_id and enrollment is None:
+        raise ApiError(404, "not_enrolled", f"candidate {candidate_id!r} has no enrollment")
+    loop = asyncio.get_running_loop()
+    result = await loop.run_in_executor(
+        hub.inference, lambda: analyze_image(image, hub.detectors,
+                                             candidate_id=candidate_id or "image",
+                                             enrollment=enrollment))
+    return web.json_response(result)
+
+
+@routes.post(f"{API}/analyze/video")
+async def analyze_video_upload(request: web.Request) -> web.Response:
+    await authenticate(request, Role.INTEGRATOR)
+    jobs = request.app[JOBS_KEY]
+    stream, filename = await _body_parts(request, ("video", "file"))
+    job = Job(job_id=new_id(), filename=Path(filename).name)
+    jobs.upload_dir.mkdir(parents=True, exist_ok=True)
+    path = jobs.upload_dir / f"{job.job_id}.upload"
+    try:
+        with path.open("wb") as handle:
+            await _read_limited(stream, request.app[CONFIG_KEY].server.max_upload_bytes,
+                                handle.write)
+        await asyncio.get_running_loop().run_in_executor(None, probe_video, path)
+    except MediaError as exc:
+        path.unlink(missing_ok=True)
+        raise ApiError(400, "not_a_video", str(exc)) from exc
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    jobs.submit(job, path, request.app)
+    return web.json_response({"job_id": job.job_id, "status": job.status}, status=202)
+
+
+@routes.get(f"{API}/jobs/{{job_id}}")
+async def get_job(request: web.Request) -> web.Response:
+    await authenticate(request, Role.INTEGRATOR)
+    job = request.app[JOBS_KEY].jobs.get(request.match_info["job_id"])
+    if job is None:
+        raise ApiError(404, "not_found", "no such job")
+    return web.json_response(job.to_dict())
