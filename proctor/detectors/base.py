@@ -28,6 +28,26 @@ class VideoSample:
     image: RgbImage
 
 
+AUDIO_RATE = 16_000  # every audio stage sees 16 kHz mono float32 in [-1, 1]
+
+
+@dataclass(frozen=True)
+class AudioSample:
+    """A contiguous piece of the session's audio, resampled to 16 kHz mono.
+
+    ``media_time`` is the media time of the first sample; chunks arrive in order and
+    without overlap, so a stream may keep state (VAD context, speaker windows).
+    """
+
+    session_id: str
+    media_time: float
+    samples: npt.NDArray[np.float32]
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / AUDIO_RATE
+
+
 @dataclass(frozen=True)
 class StreamContext:
     """What a detector may know about the session it serves."""
@@ -55,15 +75,24 @@ class Observation:
     processing_ms: float = 0.0
 
 
-class DetectorStream(ABC):
-    """A session's view of a detector. Not shared between sessions or threads at once."""
+class DetectorStream:
+    """A session's view of a detector. Not shared between sessions or threads at once.
 
-    @abstractmethod
+    Video detectors implement :meth:`process`; audio detectors (``Detector.media ==
+    "audio"``) implement :meth:`process_audio` and leave ``process`` to the default.
+    """
+
+    def process_audio(self, sample: AudioSample) -> list[Observation]:
+        """Observations for a chunk of audio, each at its own media time (often several
+        per chunk: one per VAD window), in time order."""
+        return []
+
     def process(self, sample: VideoSample) -> Observation | None:
         """What this sample shows, or None when the stream skips it (a detector may run
         below the analysis rate; the pipeline then holds its last signals a while)."""
+        return None
 
-    def close(self) -> None:  # noqa: B027 - streams without per-session state need nothing
+    def close(self) -> None:
         """Release per-session resources."""
 
 
@@ -72,6 +101,7 @@ class Detector(ABC):
 
     name: str
     source: str  # "<model>@<version>", copied into the flags this detector backs
+    media: str = "video"  # or "audio": which samples the pipeline hands its streams
 
     @abstractmethod
     def stream(self, context: StreamContext) -> DetectorStream: ...

@@ -64,6 +64,7 @@ class _RuleState:
     runs: list[_Run] = field(default_factory=list)
     flag: Flag | None = None
     extreme: float | None = None  # largest (or smallest) signal value during the flag
+    latest: float = float("-inf")  # newest media time fed to this rule
     confidence: float = 0.0
 
     def __post_init__(self) -> None:
@@ -83,7 +84,6 @@ class FlagTracker:
         self.gap_seconds = gap_seconds
         self._source_for = source_for or (lambda rule: "")
         self._states = {rule.kind: _RuleState(rule) for rule in rules}
-        self._latest = float("-inf")
 
     @property
     def open_flags(self) -> list[Flag]:
@@ -93,14 +93,14 @@ class FlagTracker:
                confidences: Mapping[str, float] | None = None) -> list[FlagEvent]:
         """Feed one sample at media time ``t``. Rules whose signal is absent are untouched.
 
-        Samples come from several places (frames, status ticks, browser events) and may
-        arrive a hair out of order; time never runs backwards inside the tracker."""
-        t = self._latest = max(t, self._latest)
+        Samples come from several places (frames, audio chunks, status ticks, browser
+        events) and may arrive a hair out of order; time never runs backwards for a rule."""
         events: list[FlagEvent] = []
         for state in self._states.values():
             value = state.rule.value(signals)
             if value is None:
                 continue
+            t = state.latest = max(t, state.latest)
             confidence = (confidences or {}).get(state.rule.signal, 1.0)
             if state.rule.instant:
                 events += self._instant(state, t, value, confidence)

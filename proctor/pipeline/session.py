@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,12 +25,13 @@ import numpy.typing as npt
 from proctor.config import Config
 from proctor.detectors.base import Detector, Observation, StreamContext, VideoSample
 from proctor.evidence import EvidenceRecorder
-from proctor.flags.model import Flag, FlagKind
+from proctor.flags.model import Flag
 from proctor.flags.rules import Rule
 from proctor.flags.scoring import live_risk
 from proctor.flags.tracker import FlagChange, FlagEvent, FlagTracker
 from proctor.media.clock import MediaClock
 from proctor.metrics import Metrics
+from proctor.pipeline.audio import AudioPath
 from proctor.tasks import BackgroundTasks
 
 log = logging.getLogger("proctor.pipeline")
@@ -81,11 +82,20 @@ class SessionPipeline:
         self._evidence = evidence
         self._now = now
         context = StreamContext(session_id, candidate_id, enrollment)
-        self._streams = [(d.name, d.stream(context)) for d in detectors]
-        sources = {d.name: d.source for d in detectors}
+        self._streams = [(d.name, d.stream(context)) for d in detectors if d.media == "video"]
+        audio_streams = [(d.name, d.stream(context)) for d in detectors if d.media == "audio"]
+        self._video_detectors = {name for name, _ in self._streams} | {"link"}
+        self.audio = AudioPath(session_id, config.pipeline.audio_chunk_seconds, audio_streams,
+                               executor, self._observe_audio)
+        self._detector_sources = {d.name: d.source for d in detectors}
+        # Which detector spoke each signal: a flag's source is its main signal's detector.
+        self._signal_sources: dict[str, str] = {
+            signal: "browser-telemetry" for signal, _ in TELEMETRY_SIGNALS.values()}
+        self._signal_sources["video_lost"] = "peer-connection"
+        self._signal_sources["audio_lost"] = "peer-connection"
         self.tracker = FlagTracker(session_id, candidate_id, rules,
                                    gap_seconds=config.flags.gap_seconds,
-                                   source_for=lambda kind: _source_for(kind, sources),
+                                   source_for=self._source_of,
                                    with_clips=evidence is not None)
         self._tasks = BackgroundTasks(session_id)
         self._pending: _Pending | None = None
@@ -101,8 +111,10 @@ class SessionPipeline:
         self.frames_analysed = 0
         self.frames_dropped = 0
         self.single_face_frames = 0
-        self.media_connected = False  # set by the peer's owner: video_lost needs a live link
+        self.media_connected = False  # set by the peer's owner: *_lost need a live link
+        self.audio_expected = False  # an audio track arrived: its silence now means something
         self._last_frame_at: float | None = None
+        self._last_audio_at: float | None = None
         self._closed = False
 
     # Input ------------------------------------------------------------------------
@@ -110,6 +122,7 @@ class SessionPipeline:
     def start(self) -> None:
         self._tasks.spawn(self._analysis_loop(), "analysis")
         self._tasks.spawn(self._status_loop(), "status")
+        self._tasks.spawn(self.audio.run(), "audio")
 
     def offer_video(self, frame: av.VideoFrame, media_time: float, arrived: float) -> None:
         """Called by the track reader for every frame; keeps only the newest."""
@@ -122,6 +135,23 @@ class SessionPipeline:
         self._new_frame.set()
         if self._evidence is not None:
             self._evidence.push_video(frame, media_time)
+
+    def offer_audio(self, frame: av.AudioFrame, media_time: float) -> None:
+        """Called by the audio track reader for every frame; every sample is analysed."""
+        if self._closed:
+            return
+        self._last_audio_at = self._now()
+        self.audio.push(frame, media_time)
+
+    async def _observe_audio(self, observations: list[Observation]) -> None:
+        """Audio observations carry their own media times; each feeds the tracker then."""
+        for observation in observations:
+            self.last_observations[observation.detector] = observation
+            source = self._detector_sources.get(observation.detector, observation.detector)
+            for signal in observation.signals:
+                self._signal_sources[signal] = source
+            await self._apply(self.tracker.update(
+                observation.media_time, observation.signals, observation.confidences))
 
     async def record_event(self, event_type: str, media_time: float) -> None:
         """Browser telemetry; copy is stored by the caller but makes no flag."""
@@ -148,7 +178,7 @@ class SessionPipeline:
             if pending is None:
                 continue
             started = self._now()
-            await self.analyse(pending)
+            await self._analyse(pending)
             elapsed = self._now() - started
             missed = int(elapsed // interval)  # slots that passed while we were busy
             if missed:
@@ -156,7 +186,11 @@ class SessionPipeline:
                 self._metrics.frames_dropped.inc(missed)
             next_tick = max(next_tick + interval, self._now() - interval * 0.01)
 
-    async def analyse(self, pending: _Pending) -> list[Observation]:
+    async def analyse_frame(self, frame: av.VideoFrame, media_time: float) -> list[Observation]:
+        """Analyse one frame now: for files, where frames come as fast as we can take them."""
+        return await self._analyse(_Pending(frame, media_time, self._now()))
+
+    async def _analyse(self, pending: _Pending) -> list[Observation]:
         loop = asyncio.get_running_loop()
         observations = await loop.run_in_executor(
             self._executor, self._run_stages, pending.frame, pending.media_time)
@@ -185,6 +219,9 @@ class SessionPipeline:
     async def _observe(self, media_time: float, observations: list[Observation]) -> None:
         for observation in observations:
             self.last_observations[observation.detector] = observation
+            source = self._detector_sources.get(observation.detector, observation.detector)
+            for signal in observation.signals:
+                self._signal_sources[signal] = source
         signals, confidences = self.current_signals(media_time)
         signals.update(self._telemetry)
         if "face_count" in signals:
@@ -210,26 +247,39 @@ class SessionPipeline:
                               flag.flag_id)
 
     def _note_link(self, media_time: float) -> None:
-        """``video_lost``: no frame for a while although the peer is connected."""
+        """``video_lost`` / ``audio_lost``: nothing arrives although the peer is connected."""
         if not self.media_connected:
             self.last_observations.pop("link", None)
             return
-        silent = self._last_frame_at is None or (
-            self._now() - self._last_frame_at > self.config.pipeline.video_timeout_seconds)
+        pipeline = self.config.pipeline
+        signals = {"video_lost": float(self._quiet(self._last_frame_at,
+                                                   pipeline.video_timeout_seconds))}
+        if self.audio_expected:
+            signals["audio_lost"] = float(self._quiet(self._last_audio_at,
+                                                      pipeline.audio_timeout_seconds))
         self.last_observations["link"] = Observation(
             session_id=self.session_id, media_time=media_time, detector="link",
-            signals={"video_lost": float(silent)})
+            signals=signals)
+
+    def _quiet(self, last: float | None, timeout: float) -> bool:
+        return last is None or self._now() - last > timeout
 
     def current_signals(self, media_time: float) -> tuple[dict[str, float], dict[str, float]]:
         """Every detector's signals that are fresh enough to count at ``media_time``."""
         hold = self.config.pipeline.signal_hold_seconds
         signals: dict[str, float] = {}
         confidences: dict[str, float] = {}
-        for observation in self.last_observations.values():
+        for name, observation in self.last_observations.items():
+            if name not in self._video_detectors:
+                continue  # audio observations feed the tracker at their own times
             if media_time - observation.media_time <= hold + 1e-6:
                 signals.update(observation.signals)
                 confidences.update(observation.confidences)
         return signals, confidences
+
+    def _source_of(self, rule: Rule) -> str:
+        return next((self._signal_sources[s] for s in rule.signals if s in self._signal_sources),
+                    "")
 
     # Status -----------------------------------------------------------------------
 
@@ -276,6 +326,8 @@ class SessionPipeline:
                 float(np.percentile(lags, 95)), 4),
             "evidence_frames_dropped": 0 if self._evidence is None
             else self._evidence.dropped_frames,
+            "audio_chunks_analysed": self.audio.chunks_analysed,
+            "audio_chunks_dropped": self.audio.chunks_dropped,
         }
 
     def focus(self) -> float | None:
@@ -286,13 +338,14 @@ class SessionPipeline:
 
     # Shutdown ---------------------------------------------------------------------
 
-    async def aclose(self) -> None:
+    async def aclose(self, end_time: float | None = None) -> None:
         """Stop analysis, close every open flag, and finish the clips. Idempotent."""
         if self._closed:
             return
         self._closed = True
         await self._tasks.stop()
-        await self._apply(self.tracker.close_all(self.clock.now()))
+        await self._apply(self.tracker.close_all(
+            self.clock.now() if end_time is None else end_time))
         if self._evidence is not None:
             await self._evidence.aclose()
         for _, stream in self._streams:
@@ -304,11 +357,3 @@ def _to_rgb(frame: av.VideoFrame) -> np.ndarray[Any, np.dtype[np.uint8]]:
         height = round(frame.height * ANALYSIS_MAX_WIDTH / frame.width / 2) * 2
         frame = frame.reformat(width=ANALYSIS_MAX_WIDTH, height=height)
     return np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
-
-
-def _source_for(kind: FlagKind, sources: Mapping[str, str]) -> str:
-    if kind in (FlagKind.FACE_ABSENT, FlagKind.MULTIPLE_FACES):
-        return sources.get("faces", "")
-    if str(kind) in TELEMETRY_SIGNALS:
-        return "browser-telemetry"
-    return ""
