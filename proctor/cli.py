@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from proctor.config import Config, ConfigError, load_config
 
@@ -37,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="overrides server.host")
     serve.add_argument("--port", type=int, help="overrides server.port")
     serve.set_defaults(run=_serve)
+
+    analyze = commands.add_parser("analyze", help="analyse a recording offline")
+    analyze.add_argument("video", help="any file PyAV opens")
+    analyze.add_argument("--enroll", metavar="PHOTO", help="the candidate's photo, to verify")
+    analyze.add_argument("--out", metavar="REPORT_JSON", help="write the report here")
+    analyze.add_argument("--html", metavar="REPORT_HTML", help="and a page a person reads")
+    analyze.set_defaults(run=_analyze)
 
     db = commands.add_parser("db", help="database schema")
     db_commands = db.add_subparsers(required=True, metavar="ACTION")
@@ -79,6 +87,69 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     web.run_app(create_app(config), host=config.server.host, port=config.server.port,
                 print=None, shutdown_timeout=10.0, handle_signals=True)
     return 0
+
+
+def _analyze(args: argparse.Namespace, config: Config) -> int:
+    import json
+    from pathlib import Path
+
+    from proctor.detectors.registry import build_detectors
+    from proctor.media.file import MediaError
+    from proctor.pipeline.offline import analyze_video
+    from proctor.report_html import render_report_html
+
+    detectors = build_detectors(config.detectors)
+    try:
+        enrollment = _enrollment(args.enroll, detectors) if args.enroll else None
+        report = asyncio.run(analyze_video(Path(args.video), config, detectors,
+                                           enrollment=enrollment, progress=_progress_bar()))
+    except (MediaError, OSError) as exc:
+        print(f"\nproctor analyze: {exc}", file=sys.stderr)
+        return 1
+    print(file=sys.stderr)
+    text = json.dumps(report, indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+    if args.html:
+        Path(args.html).write_text(render_report_html(report))
+    if not args.out:
+        print(text)
+    speed = report["pipeline"].get("speed")
+    print(f"{report['recommendation']}  integrity {report['integrity_score']:.2f}  "
+          f"{len(report['flags'])} flags  {speed}x real time", file=sys.stderr)
+    return 0
+
+
+def _enrollment(photo: str, detectors: list[Any]) -> Any:
+    from pathlib import Path
+
+    from proctor.media.file import decode_image
+
+    identity = next((d for d in detectors if d.name == "identity"), None)
+    if identity is None:
+        raise OSError("--enroll needs the identity detector (detectors.identity.enabled)")
+    result = identity.embed(decode_image(Path(photo).read_bytes()))
+    if result.embedding is None:
+        raise OSError(f"no usable face in {photo}")
+    return result.embedding
+
+
+def _progress_bar(width: int = 40) -> Callable[[float, float], None]:
+    """A one-line bar on stderr, redrawn only when it changes."""
+    drawn = [""]
+
+    def draw(done: float, total: float) -> None:
+        if total <= 0:
+            line = f"analysing: {int(done)} s of media"
+        else:
+            share = min(1.0, done / total)
+            filled = int(share * width)
+            line = f"[{'#' * filled}{'.' * (width - filled)}] {share:4.0%} of {total:.0f} s"
+        if line != drawn[0]:
+            drawn[0] = line
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+
+    return draw
 
 
 def _db_migrate(args: argparse.Namespace, config: Config) -> int:

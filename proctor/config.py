@@ -37,6 +37,7 @@ class ServerConfig:
     port: int = 8080
     data_dir: str = "data"
     max_body_bytes: int = 1_048_576
+    max_upload_bytes: int = 536_870_912
     cors_origins: tuple[str, ...] = ()
 
 
@@ -70,6 +71,8 @@ class PipelineConfig:
     status_interval_seconds: float = 1.0
     signal_hold_seconds: float = 1.0
     video_timeout_seconds: float = 1.0
+    audio_chunk_seconds: float = 0.5
+    audio_timeout_seconds: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,24 @@ class LandmarksConfig:
     """Head pose and gaze from the face mesh (proctor/detectors/landmarks.py)."""
 
     enabled: bool = True
+    calibration_seconds: float = 3.0
+    calibration_max_angle: float = 30.0
+    gaze_horizontal_limit: float = 25.0
+    gaze_down_limit: float = 25.0
+    gaze_head_yaw_limit: float = 35.0
+    eye_closed_ratio: float = 0.5
+
+    def __post_init__(self) -> None:
+        # Checked here rather than in _validate, so this section stays self-contained.
+        prefix = "detectors.landmarks"
+        if self.calibration_seconds < 0:
+            raise ConfigError(f"{prefix}.calibration_seconds", "must be zero or more")
+        for key in ("calibration_max_angle", "gaze_horizontal_limit", "gaze_down_limit",
+                    "gaze_head_yaw_limit"):
+            if not 0 < getattr(self, key) <= 90:
+                raise ConfigError(f"{prefix}.{key}", "must be an angle in (0, 90] degrees")
+        if not 0 < self.eye_closed_ratio < 1:
+            raise ConfigError(f"{prefix}.eye_closed_ratio", "must be in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -98,6 +119,26 @@ class IdentityConfig:
     """Face verification against the enrollment (proctor/detectors/identity.py)."""
 
     enabled: bool = True
+    verify_every_seconds: float = 2.0
+    match_threshold: float = 0.40
+    min_face_px: int = 64
+    min_sharpness: float = 30.0
+    min_confidence: float = 0.7
+    enrollment_key: str = ""
+
+    def __post_init__(self) -> None:
+        # Checked here rather than in _validate, so this section stays self-contained.
+        prefix = "detectors.identity"
+        if self.verify_every_seconds <= 0:
+            raise ConfigError(f"{prefix}.verify_every_seconds", "must be positive")
+        if not -1 <= self.match_threshold <= 1:
+            raise ConfigError(f"{prefix}.match_threshold", "must be a cosine in [-1, 1]")
+        if self.min_face_px < 1:
+            raise ConfigError(f"{prefix}.min_face_px", "must be positive")
+        if self.min_sharpness < 0:
+            raise ConfigError(f"{prefix}.min_sharpness", "must be zero or more")
+        if not 0 < self.min_confidence <= 1:
+            raise ConfigError(f"{prefix}.min_confidence", "must be in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -112,12 +153,112 @@ class CameraConfig:
 
 
 @dataclass(frozen=True)
+class VoiceConfig:
+    """Voice activity, whispering and digital silence (proctor/detectors/voice.py)."""
+
+    enabled: bool = True
+    threshold: float = 0.5
+    neg_threshold: float = 0.35
+    hop_seconds: float = 0.256
+    min_silence_seconds: float = 0.25
+    min_speech_seconds: float = 0.25
+    speech_pad_seconds: float = 0.03
+    whisper_max_db: float = -25.0
+    whisper_max_voiced: float = 0.2
+    whisper_context_seconds: float = 0.5
+    voicing_threshold: float = 0.5
+    low_band_share: float = 0.3
+    silence_level: float = 1e-4
+
+    def __post_init__(self) -> None:
+        # Checked here rather than in _validate, so this section stays self-contained.
+        prefix = "detectors.voice"
+        if not 0 < self.neg_threshold <= self.threshold < 1:
+            raise ConfigError(f"{prefix}.neg_threshold",
+                              "needs 0 < neg_threshold <= threshold < 1")
+        for key in ("hop_seconds", "min_silence_seconds", "whisper_context_seconds"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{prefix}.{key}", "must be positive")
+        for key in ("min_speech_seconds", "speech_pad_seconds", "silence_level"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{prefix}.{key}", "must be zero or more")
+        for key in ("whisper_max_voiced", "voicing_threshold", "low_band_share"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ConfigError(f"{prefix}.{key}", "must be in [0, 1]")
+        if self.whisper_max_db > 0:
+            raise ConfigError(f"{prefix}.whisper_max_db", "must be a level in dBFS (<= 0)")
+
+
+@dataclass(frozen=True)
+class SpeakersConfig:
+    """A second voice besides the candidate's (proctor/detectors/speakers.py)."""
+
+    enabled: bool = True
+    match_threshold: float = 0.75
+    window_seconds: float = 1.6
+    hop_seconds: float = 0.5
+    enrollment_seconds: float = 6.0
+    min_speech_share: float = 0.5
+    speech_margin_db: float = 12.0
+    min_speech_dbfs: float = -55.0
+
+    def __post_init__(self) -> None:
+        # Checked here rather than in _validate, so this section stays self-contained.
+        prefix = "detectors.speakers"
+        if not -1 <= self.match_threshold <= 1:
+            raise ConfigError(f"{prefix}.match_threshold", "must be a cosine in [-1, 1]")
+        if self.window_seconds < 1.6:
+            raise ConfigError(f"{prefix}.window_seconds", "must be at least 1.6 (the model's)")
+        if not 0 < self.hop_seconds <= self.window_seconds:
+            raise ConfigError(f"{prefix}.hop_seconds", "must be in (0, window_seconds]")
+        if self.enrollment_seconds <= 0:
+            raise ConfigError(f"{prefix}.enrollment_seconds", "must be positive")
+        if not 0 <= self.min_speech_share <= 1:
+            raise ConfigError(f"{prefix}.min_speech_share", "must be in [0, 1]")
+        if self.speech_margin_db < 0:
+            raise ConfigError(f"{prefix}.speech_margin_db", "must be zero or more")
+        if self.min_speech_dbfs >= 0:
+            raise ConfigError(f"{prefix}.min_speech_dbfs", "must be below 0 dBFS")
+
+
+@dataclass(frozen=True)
+class TranscriptionConfig:
+    """Speech to text in a background worker (proctor/transcript/)."""
+
+    enabled: bool = True
+    model: str = "tiny.en"  # tiny.en, base, or a folder holding a CTranslate2 Whisper model
+    compute_type: str = "int8"
+    cpu_threads: int = 2
+    beam_size: int = 1
+    language: str = ""  # empty: English for *.en models, detected for multilingual ones
+    max_queue_seconds: float = 1800.0
+
+    def __post_init__(self) -> None:
+        # Checked here rather than in _validate, so this section stays self-contained.
+        prefix = "detectors.transcription"
+        if self.model not in ("tiny.en", "base") and "/" not in self.model:
+            raise ConfigError(f"{prefix}.model", "must be tiny.en, base or a folder path")
+        if self.compute_type not in ("int8", "int8_float32", "float32"):
+            raise ConfigError(f"{prefix}.compute_type", "must be int8, int8_float32 or float32")
+        for key in ("cpu_threads", "beam_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{prefix}.{key}", "must be 1 or more")
+        if self.max_queue_seconds <= 0:
+            raise ConfigError(f"{prefix}.max_queue_seconds", "must be positive")
+        if self.model.endswith(".en") and self.language not in ("", "en"):
+            raise ConfigError(f"{prefix}.language", f"{self.model} only knows English")
+
+
+@dataclass(frozen=True)
 class DetectorsConfig:
     faces: FaceDetectorConfig = field(default_factory=FaceDetectorConfig)
     landmarks: LandmarksConfig = field(default_factory=LandmarksConfig)
     objects: ObjectsConfig = field(default_factory=ObjectsConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
+    voice: VoiceConfig = field(default_factory=VoiceConfig)
+    speakers: SpeakersConfig = field(default_factory=SpeakersConfig)
+    transcription: TranscriptionConfig = field(default_factory=TranscriptionConfig)
 
 
 @dataclass(frozen=True)
@@ -202,6 +343,7 @@ class Config:
 _POSITIVE: dict[str, bool] = {
     "server.port": False,
     "server.max_body_bytes": False,
+    "server.max_upload_bytes": False,
     "auth.token_ttl_seconds": False,
     "rtc.max_sessions": False,
     "rtc.connect_timeout_seconds": False,
@@ -210,6 +352,8 @@ _POSITIVE: dict[str, bool] = {
     "pipeline.status_interval_seconds": False,
     "pipeline.signal_hold_seconds": True,
     "pipeline.video_timeout_seconds": False,
+    "pipeline.audio_chunk_seconds": False,
+    "pipeline.audio_timeout_seconds": False,
     "evidence.pre_seconds": True,
     "evidence.post_seconds": True,
     "evidence.max_clip_seconds": False,

@@ -18,7 +18,10 @@ from proctor.config import Config
 from proctor.detectors.registry import build_detectors
 from proctor.metrics import Metrics
 from proctor.store import open_store_from_url
+from signaling.analysis import jobs_ctx
+from signaling.analysis import routes as analysis_routes
 from signaling.auth import TokenSigner, hash_api_key, load_or_create_secret
+from signaling.candidates import routes as candidate_routes
 from signaling.errors import error_middleware
 from signaling.ice import restrict_host_addresses
 from signaling.keys import (
@@ -55,7 +58,10 @@ def create_app(config: Config) -> web.Application:
     restrict_host_addresses(config.rtc.ice_host_addresses)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_hub_ctx)
+    app.cleanup_ctx.append(jobs_ctx)
     app.add_routes(routes)
+    app.add_routes(analysis_routes)
+    app.add_routes(candidate_routes)
     app.router.add_get("/api/v1/openapi.json", _openapi)
     app.router.add_get("/", _index)
     app.router.add_static("/static", static_dir(), show_index=False)

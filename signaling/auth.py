@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from proctor.crypto import load_or_create_secret as secret_file
 from signaling.errors import ApiError
 
 API_KEY_PREFIX = "pk_"
@@ -53,16 +54,7 @@ def new_api_key() -> str:
 def load_or_create_secret(configured: str, data_dir: Path) -> bytes:
     """The configured secret, or one generated once and kept in the data directory so
     tokens survive a restart."""
-    if configured:
-        return configured.encode()
-    path = data_dir / "token_secret"
-    if path.exists():
-        return path.read_bytes().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48).encode()
-    path.touch(mode=0o600)
-    path.write_bytes(secret)
-    return secret
+    return secret_file(configured, data_dir / "token_secret")
 
 
 def _b64(data: bytes) -> str:

@@ -28,6 +28,8 @@ from aiortc.sdp import SessionDescription
 from proctor.bus import EventBus, Message, session_topic
 from proctor.config import Config
 from proctor.detectors.base import Detector
+from proctor.detectors.identity import Embedding
+from proctor.enrollment import load_enrollment
 from proctor.evidence import EvidenceRecorder
 from proctor.flags.messages import CANDIDATE_MESSAGES
 from proctor.flags.model import utc_now_iso
@@ -164,10 +166,15 @@ class SessionHub:
             await self._replace_peer(session, pc)
             return answer
 
+    async def load_enrollment(self, candidate_id: str) -> Embedding | None:
+        """The candidate's decrypted face embedding, or None (not enrolled, or unusable)."""
+        return await load_enrollment(self.store, self.config, candidate_id)
+
     async def _go_live(self, record: SessionRecord) -> LiveSession:
         session = LiveSession(record=record, clock=MediaClock(),
                               channel=ChannelSender(CANDIDATE_CHANNEL, self.metrics))
         rules = apply_policy(self.rules, record.policy, record.accommodations)
+        enrollment = await self.load_enrollment(record.candidate_id)
         evidence = EvidenceRecorder(record.session_id, self.config.evidence,
                                     self.config.clips_dir, self.encoding, self._clip_written,
                                     lookback_seconds=decision_delay(rules, self.config))
@@ -175,7 +182,7 @@ class SessionHub:
             session_id=record.session_id, candidate_id=record.candidate_id,
             config=self.config, detectors=self.detectors, executor=self.inference,
             rules=rules, sink=SessionOutlet(session, self), metrics=self.metrics,
-            clock=session.clock, evidence=evidence)
+            clock=session.clock, evidence=evidence, enrollment=enrollment)
         session.pipeline.start()
         self.sessions[record.session_id] = session
         self.metrics.sessions_live.set(len(self.sessions))
@@ -203,9 +210,11 @@ class SessionHub:
         def on_track(track: MediaStreamTrack) -> None:
             pipeline = session.pipeline
             assert pipeline is not None
-            reader = TrackReader(sid, track, session.clock,
-                                 on_video=pipeline.offer_video if track.kind == "video"
-                                 else None)
+            if track.kind == "audio":
+                pipeline.audio_expected = True
+                reader = TrackReader(sid, track, session.clock, on_audio=pipeline.offer_audio)
+            else:
+                reader = TrackReader(sid, track, session.clock, on_video=pipeline.offer_video)
             session.readers.append(reader)
             reader.start()
 

@@ -15,10 +15,16 @@ ROUTES: tuple[tuple[str, str, str, str, int], ...] = (
     ("post", "/sessions/{session_id}/end", "integrator, candidate", "End the session (idempotent); builds the report", 200),
     ("get", "/sessions/{session_id}/flags", "integrator, proctor", "The session's flags", 200),
     ("get", "/sessions/{session_id}/report", "integrator, proctor", "The report (after the session ended)", 200),
+    ("get", "/sessions/{session_id}/transcript", "integrator, proctor", "Timed transcript: {segments:[{start,end,text,confidence}], text}", 200),
     ("get", "/clips/{clip_id}", "integrator, proctor", "An evidence clip (MP4, H.264); ?token= accepted", 200),
     ("post", "/watch/offer", "proctor", "A peer whose 'alerts' DataChannel carries the sessions' flags", 200),
     ("post", "/proctor-tokens", "integrator", "A proctor token covering several sessions", 201),
     ("get", "/rtc-config", "any token", "ICE servers for a dashboard's peer", 200),
+    ("post", "/candidates/{candidate_id}/enrollment", "integrator", "Enroll a candidate's photo (JPEG/PNG body or multipart 'photo')", 201),
+    ("delete", "/candidates/{candidate_id}", "integrator", "Erase a candidate's enrollment, sessions, flags, clips", 200),
+    ("post", "/analyze/frame", "integrator", "One image → faces, head pose, gaze, objects, identity (?candidate_id=), processing_ms", 200),
+    ("post", "/analyze/video", "integrator", "Upload a video (body or multipart 'video') → a job", 202),
+    ("get", "/jobs/{job_id}", "integrator", "A job's progress, then its report", 200),
 )
 
 

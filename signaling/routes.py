@@ -13,7 +13,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from proctor.flags.model import new_id, utc_now_iso
 from proctor.flags.rules import PolicyError, apply_policy
 from proctor.pipeline.session import TELEMETRY_TYPES
+from proctor.report_html import render_report_html
 from proctor.store.base import EventRecord, SessionRecord, SessionStatus
+from proctor.transcript import transcript_document
 from signaling.auth import Principal, Role, hash_api_key
 from signaling.errors import ApiError
 from signaling.keys import (
@@ -313,12 +315,26 @@ async def list_flags(request: web.Request) -> web.Response:
     return web.json_response({"flags": [f.to_dict() for f in flags]})
 
 
+@routes.get(f"{API}/sessions/{{session_id}}/transcript")
+async def transcript(request: web.Request) -> web.Response:
+    """Timed segments so far (a live session's transcript grows as the worker catches up)."""
+    principal = await authenticate(request, Role.INTEGRATOR, Role.PROCTOR)
+    record = await session_for(request, principal)
+    segments = await request.app[STORE_KEY].list_transcript(record.session_id)
+    return web.json_response(transcript_document(segments))
+
+
 @routes.get(f"{API}/sessions/{{session_id}}/report")
 async def report(request: web.Request) -> web.Response:
     principal = await authenticate(request, Role.INTEGRATOR, Role.PROCTOR)
     record = await session_for(request, principal)
     if record.report is None:
         raise ApiError(409, "not_ended", "the report is built when the session ends")
+    if request.query.get("format") == "html":
+        token = request.query.get("token")
+        clip_url = f"{API}/clips/{{clip_id}}" + (f"?token={token}" if token else "")
+        return web.Response(text=render_report_html(record.report, clip_url),
+                            content_type="text/html")
     return web.json_response(record.report)
 
 

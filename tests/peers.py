@@ -26,8 +26,8 @@ class ScheduledVideoTrack(VideoStreamTrack):
 
     Timestamps follow the schedule exactly, so the server's media time of each
     frame is known to the test; the last image repeats until ``duration``. Like a
-    real sensor, every frame carries a little noise, so a still scene is not a
-    frozen picture.
+    real webcam on a living person, every frame carries sensor noise and a pixel or
+    two of sway, so a still scene is not a frozen picture after compression.
     """
 
     def __init__(self, schedule: list[tuple[float, np.ndarray]], fps: float = 15.0,
@@ -53,7 +53,8 @@ class ScheduledVideoTrack(VideoStreamTrack):
         await asyncio.sleep(max(0.0, self._started + t - time.monotonic()))
         self._index += 1
         image = next((img for until, img in self._schedule if t < until), self._schedule[-1][1])
-        noisy = np.clip(image + self._noise[self._index % NOISE_FRAMES], 0, 255)
+        swayed = np.roll(image, (self._index % 3) - 1, axis=1)
+        noisy = np.clip(swayed + self._noise[self._index % NOISE_FRAMES], 0, 255)
         frame = av.VideoFrame.from_ndarray(noisy.astype(np.uint8), format="rgb24")
         frame.pts = round(t * VIDEO_CLOCK)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from proctor.store.migrations import LATEST_VERSION
+
 
 def _run(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
          timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -25,7 +27,7 @@ def _run(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
 def test_db_migrate_and_keys_create(tmp_path: Path) -> None:
     migrated = _run(tmp_path, "db", "migrate")
     assert migrated.returncode == 0, migrated.stderr
-    assert "schema version 1" in migrated.stdout
+    assert f"schema version {LATEST_VERSION}" in migrated.stdout
     created = _run(tmp_path, "keys", "create", "--name", "acme")
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()

@@ -8,6 +8,8 @@ from proctor.config import DetectorsConfig
 from proctor.detectors.base import Detector
 from proctor.detectors.camera import CameraDetector
 from proctor.detectors.faces import FaceDetector
+from proctor.detectors.identity import load_identity_detector
+from proctor.detectors.landmarks import LandmarksDetector
 
 log = logging.getLogger("proctor.detectors")
 
@@ -17,8 +19,12 @@ def build_detectors(config: DetectorsConfig) -> list[Detector]:
     detectors: list[Detector] = []
     if config.faces.enabled:
         detectors.append(FaceDetector(config.faces))
+    if config.landmarks.enabled:
+        detectors.append(LandmarksDetector(config.landmarks))
     if config.camera.enabled:
         detectors.append(CameraDetector(config.camera))
+    if config.identity.enabled and (identity := load_identity_detector(config.identity)):
+        detectors.append(identity)
     for detector in detectors:
         log.info("detector %s ready (%s)", detector.name, detector.source)
     return detectors

@@ -76,6 +76,41 @@ class EventRecord:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class EnrollmentRecord:
+    """A candidate's enrolled face embedding, sealed (AES-256-GCM, see proctor/crypto.py).
+
+    The store never sees the embedding itself: only the ciphertext, whose associated
+    data is the candidate id, so it opens for this candidate's row and no other.
+    """
+
+    candidate_id: str
+    ciphertext: bytes
+    nonce: bytes
+    model: str  # the embedding model: another model's embeddings are not comparable
+    created_at: str
+    quality: dict[str, Any] = field(default_factory=dict)  # face_px, sharpness, score
+
+
+@dataclass
+class TranscriptSegment:
+    """A timed piece of the session's transcript (proctor/transcript/)."""
+
+    segment_id: str
+    session_id: str
+    start: float  # media seconds, like a flag's
+    end: float
+    text: str
+    confidence: float  # 0-1: the mean word probability times the chance it is speech
+    language: str = ""  # ISO 639-1 code the model transcribed in
+    created_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The API's shape: media times to the centisecond."""
+        return {"start": round(self.start, 2), "end": round(self.end, 2), "text": self.text,
+                "confidence": round(self.confidence, 3)}
+
+
 class Store(Protocol):
     async def open(self) -> None:
         """Connect and apply pending migrations."""
@@ -108,7 +143,7 @@ class Store(Protocol):
         """
 
     async def delete_session(self, session_id: str) -> list[ClipRecord]:
-        """Delete the session with its flags, clips and events.
+        """Delete the session with its flags, clips, events and transcript.
 
         Returns the clip records deleted, so the caller can remove their files.
         """
@@ -118,6 +153,17 @@ class Store(Protocol):
 
         Returns the clip records deleted, so the caller can remove their files.
         """
+
+    async def list_candidate_sessions(self, candidate_id: str) -> list[SessionRecord]:
+        """Every session of this candidate, newest first."""
+
+    # Enrollments: one per candidate; saving again replaces it.
+    async def save_enrollment(self, record: EnrollmentRecord) -> None: ...
+
+    async def get_enrollment(self, candidate_id: str) -> EnrollmentRecord | None: ...
+
+    async def delete_enrollment(self, candidate_id: str) -> bool:
+        """Delete the candidate's enrollment; False when there was none."""
 
     # Flags: save_flag inserts or replaces by flag_id (a flag rises and closes in place).
     async def save_flag(self, flag: Flag) -> None: ...
@@ -137,3 +183,9 @@ class Store(Protocol):
     async def add_event(self, record: EventRecord) -> None: ...
 
     async def list_events(self, session_id: str) -> list[EventRecord]: ...
+
+    # Transcript
+    async def add_transcript_segment(self, segment: TranscriptSegment) -> None: ...
+
+    async def list_transcript(self, session_id: str) -> list[TranscriptSegment]:
+        """The session's transcript segments by media start."""

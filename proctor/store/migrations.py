@@ -106,8 +106,38 @@ CREATE INDEX events_session_id_idx ON events (session_id)
 # from the config rather than the table, and a flag names its clip before the clip
 # writer has finished (and saved) it.
 
+_V2_SQL = """
+CREATE TABLE enrollments (
+    candidate_id TEXT PRIMARY KEY,
+    ciphertext TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    model TEXT NOT NULL,
+    quality TEXT NOT NULL,
+    created_at TEXT NOT NULL
+)
+"""
+# ciphertext and nonce are base64 TEXT: BLOB and BYTEA differ between the two dialects.
+# No foreign key to sessions: a candidate enrolls before (and apart from) any session.
+
+_V3_SQL = """
+CREATE TABLE transcripts (
+    segment_id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+    media_start DOUBLE PRECISION NOT NULL,
+    media_end DOUBLE PRECISION NOT NULL,
+    text TEXT NOT NULL,
+    confidence DOUBLE PRECISION NOT NULL,
+    language TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX transcripts_session_start_idx ON transcripts (session_id, media_start)
+"""
+# The index serves the one read (a session's segments in media order) without a sort.
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "api keys, sessions, flags, clips, events", _V1_SQL),
+    Migration(2, "enrollments (sealed face embeddings)", _V2_SQL),
+    Migration(3, "transcripts (timed speech-to-text segments)", _V3_SQL),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

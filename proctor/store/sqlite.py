@@ -9,6 +9,7 @@ coroutine's statement must never land inside another coroutine's transaction.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import sqlite3
@@ -23,10 +24,12 @@ from proctor.flags.model import Evidence, Flag, FlagKind, Severity
 from proctor.store.base import (
     ApiKeyRecord,
     ClipRecord,
+    EnrollmentRecord,
     EventRecord,
     SessionRecord,
     SessionStatus,
     StoreUnavailable,
+    TranscriptSegment,
 )
 from proctor.store.migrations import current_version, migrate
 
@@ -48,6 +51,10 @@ _CLIP_COLUMNS = (
     "content_type, created_at"
 )
 _EVENT_COLUMNS = "event_id, session_id, type, client_time, media_time, received_at, detail"
+_ENROLLMENT_COLUMNS = "candidate_id, ciphertext, nonce, model, quality, created_at"
+_TRANSCRIPT_COLUMNS = (
+    "segment_id, session_id, media_start, media_end, text, confidence, language, created_at"
+)
 
 # Every flag column but the key is overwritten: a flag rises and closes in place.
 _FLAG_UPSERT = (
@@ -196,6 +203,14 @@ class SqliteStore:
             f"UPDATE sessions SET {assignments} WHERE session_id = ?", [*values, session_id]
         )
 
+    async def list_candidate_sessions(self, candidate_id: str) -> list[SessionRecord]:
+        rows = await self._fetch_all(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE candidate_id = ? "
+            "ORDER BY created_at DESC, session_id DESC",
+            (candidate_id,),
+        )
+        return [_session_from_row(row) for row in rows]
+
     async def delete_session(self, session_id: str) -> list[ClipRecord]:
         return await self._delete_sessions("session_id", session_id)
 
@@ -217,6 +232,37 @@ class SqliteStore:
             )
             await conn.execute(f"DELETE FROM sessions WHERE {column} = ?", (value,))
         return [_clip_from_row(row) for row in rows]
+
+    # -- enrollments -----------------------------------------------------------------
+
+    async def save_enrollment(self, record: EnrollmentRecord) -> None:
+        """Insert, or replace the candidate's previous enrollment (re-enrolling)."""
+        await self._execute(
+            f"INSERT INTO enrollments ({_ENROLLMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (candidate_id) DO UPDATE SET ciphertext = excluded.ciphertext, "
+            "nonce = excluded.nonce, model = excluded.model, quality = excluded.quality, "
+            "created_at = excluded.created_at",
+            (record.candidate_id, _b64(record.ciphertext), _b64(record.nonce), record.model,
+             _dump(record.quality), record.created_at),
+        )
+
+    async def get_enrollment(self, candidate_id: str) -> EnrollmentRecord | None:
+        row = await self._fetch_one(
+            f"SELECT {_ENROLLMENT_COLUMNS} FROM enrollments WHERE candidate_id = ?",
+            (candidate_id,),
+        )
+        if row is None:
+            return None
+        return EnrollmentRecord(
+            candidate_id=row["candidate_id"], ciphertext=_unb64(row["ciphertext"]),
+            nonce=_unb64(row["nonce"]), model=row["model"], created_at=row["created_at"],
+            quality=_load_dict(row["quality"]))
+
+    async def delete_enrollment(self, candidate_id: str) -> bool:
+        async with self._connection() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM enrollments WHERE candidate_id = ?", (candidate_id,))
+            return cursor.rowcount > 0
 
     # -- flags -----------------------------------------------------------------------
 
@@ -280,6 +326,25 @@ class SqliteStore:
             (session_id,),
         )
         return [_event_from_row(row) for row in rows]
+
+    # -- transcript ------------------------------------------------------------------
+
+    async def add_transcript_segment(self, segment: TranscriptSegment) -> None:
+        s = segment
+        await self._execute(
+            f"INSERT INTO transcripts ({_TRANSCRIPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (s.segment_id, s.session_id, s.start, s.end, s.text, s.confidence, s.language,
+             s.created_at),
+        )
+
+    async def list_transcript(self, session_id: str) -> list[TranscriptSegment]:
+        """The session's segments by media start (then end, creation, id: a stable order)."""
+        rows = await self._fetch_all(
+            f"SELECT {_TRANSCRIPT_COLUMNS} FROM transcripts WHERE session_id = ? "
+            "ORDER BY media_start, media_end, created_at, segment_id",
+            (session_id,),
+        )
+        return [_transcript_from_row(row) for row in rows]
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -360,6 +425,14 @@ def _load(text: str | None) -> dict[str, Any] | None:
 
 def _load_dict(text: str | None) -> dict[str, Any]:
     return _load(text) or {}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
 
 
 # -- sessions ------------------------------------------------------------------------
@@ -461,6 +534,19 @@ def _event_from_row(row: sqlite3.Row) -> EventRecord:
         media_time=_opt_float(row["media_time"]),
         received_at=row["received_at"],
         detail=_load_dict(row["detail"]),
+    )
+
+
+def _transcript_from_row(row: sqlite3.Row) -> TranscriptSegment:
+    return TranscriptSegment(
+        segment_id=row["segment_id"],
+        session_id=row["session_id"],
+        start=float(row["media_start"]),
+        end=float(row["media_end"]),
+        text=row["text"],
+        confidence=float(row["confidence"]),
+        language=row["language"],
+        created_at=row["created_at"],
     )
 
 

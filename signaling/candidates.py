@@ -1,0 +1,162 @@
+"""Candidate routes: enroll a face photo, erase everything about a candidate.
+
+Enrollment keeps only the face embedding, sealed with AES-256-GCM (the photo itself is
+never stored). Erasure removes the enrollment, every session with its flags, events
+and clip rows, and the clip files on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import BodyPartReader, web
+
+from proctor.detectors.identity import EmbeddingResult, IdentityDetector
+from proctor.enrollment import enrollment_cipher, seal_enrollment
+from proctor.media.file import MediaError, decode_image
+from signaling.auth import Role
+from signaling.errors import ApiError
+from signaling.keys import CONFIG_KEY, HUB_KEY, STORE_KEY
+from signaling.live import SessionHub
+from signaling.routes import API, authenticate
+
+log = logging.getLogger("proctor.candidates")
+routes = web.RouteTableDef()
+
+# Photos are larger than the JSON bodies server.max_body_bytes is meant for, so this
+# route reads its body itself, up to this size (413 beyond).
+MAX_PHOTO_BYTES = 10 * 1024 * 1024
+PHOTO_FIELD = "photo"
+MAX_CANDIDATE_ID = 200
+_CHUNK = 1 << 16
+
+_ChunkReader = Callable[[int], Awaitable[bytes]]
+
+
+def _candidate_id(request: web.Request) -> str:
+    candidate_id = request.match_info["candidate_id"].strip()
+    if not candidate_id or len(candidate_id) > MAX_CANDIDATE_ID:
+        raise ApiError(400, "bad_request", f"candidate id must be 1–{MAX_CANDIDATE_ID} chars")
+    return candidate_id
+
+
+def _identity_detector(hub: SessionHub) -> IdentityDetector:
+    for detector in hub.detectors:
+        if isinstance(detector, IdentityDetector):
+            return detector
+    raise ApiError(503, "identity_unavailable",
+                   "face verification is switched off on this server (detectors.identity)")
+
+
+# Enrollment ------------------------------------------------------------------------
+
+@routes.post(f"{API}/candidates/{{candidate_id}}/enrollment")
+async def enroll(request: web.Request) -> web.Response:
+    """A photo (JPEG/PNG body, or multipart field 'photo') → the sealed embedding."""
+    await authenticate(request, Role.INTEGRATOR)
+    candidate_id = _candidate_id(request)
+    hub = request.app[HUB_KEY]
+    detector = _identity_detector(hub)
+    data = await _read_photo(request)
+    loop = asyncio.get_running_loop()
+    try:
+        result = await loop.run_in_executor(hub.inference, _embed_photo, detector, data)
+    except MediaError as exc:
+        raise ApiError(400, "not_an_image", str(exc)) from exc
+    problem = result.problem(detector.config)
+    if problem is not None or result.embedding is None:
+        code, message = problem or ("no_face", "no face was found")
+        raise ApiError(400, code, f"{message}: send a sharp, well-lit photo of one face")
+    quality = result.quality(detector.config)
+    record = seal_enrollment(enrollment_cipher(request.app[CONFIG_KEY]), candidate_id,
+                             result.embedding, quality)
+    await request.app[STORE_KEY].save_enrollment(record)  # replaces an earlier one
+    log.info("candidate %s enrolled (%s)", candidate_id, quality)
+    return web.json_response({"candidate_id": candidate_id, "enrolled": True,
+                              "quality": quality}, status=201)
+
+
+def _embed_photo(detector: IdentityDetector, data: bytes) -> EmbeddingResult:
+    """Runs in the inference pool: decoding a large photo costs as much as the model."""
+    return detector.embed(decode_image(data))
+
+
+async def _read_photo(request: web.Request) -> bytes:
+    if (request.content_length or 0) > MAX_PHOTO_BYTES:
+        raise _too_large()
+    if request.content_type.startswith("multipart/"):
+        data = await _multipart_photo(request)
+    else:
+        data = await _read_bounded(request.content.read, _Budget())
+    if not data:
+        raise ApiError(400, "not_an_image", "the photo is empty")
+    return data
+
+
+async def _multipart_photo(request: web.Request) -> bytes:
+    budget = _Budget()  # shared by every part, so junk fields cannot bypass the limit
+    photo: bytes | None = None
+    async for part in await request.multipart():
+        if not isinstance(part, BodyPartReader):
+            raise ApiError(400, "bad_request", "nested multipart is not supported")
+        data = await _read_bounded(part.read_chunk, budget)
+        if part.name == PHOTO_FIELD and photo is None:
+            photo = data
+    if photo is None:
+        raise ApiError(400, "bad_request", f"send the photo in a field named '{PHOTO_FIELD}'")
+    return photo
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.left = MAX_PHOTO_BYTES
+
+
+async def _read_bounded(read: _ChunkReader, budget: _Budget) -> bytes:
+    chunks: list[bytes] = []
+    while chunk := await read(_CHUNK):
+        budget.left -= len(chunk)
+        if budget.left < 0:
+            raise _too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large() -> ApiError:
+    return ApiError(413, "too_large", f"the photo is larger than {MAX_PHOTO_BYTES} bytes")
+
+
+# Erasure ---------------------------------------------------------------------------
+
+@routes.delete(f"{API}/candidates/{{candidate_id}}")
+async def delete_candidate(request: web.Request) -> web.Response:
+    """Erase the candidate: enrollment, sessions, flags, events, clips (rows and files)."""
+    await authenticate(request, Role.INTEGRATOR)
+    candidate_id = _candidate_id(request)
+    hub, store = request.app[HUB_KEY], request.app[STORE_KEY]
+    sessions = await store.list_candidate_sessions(candidate_id)
+    for record in sessions:
+        live = hub.sessions.get(record.session_id)
+        if live is not None:
+            # Stop it first: a running pipeline would keep writing flags and clips for
+            # rows about to vanish. Ending also flushes the clips it was writing.
+            await hub.end(live.record)
+    clips = await store.delete_candidate(candidate_id)
+    enrollment = await store.delete_enrollment(candidate_id)
+    await asyncio.to_thread(_remove_files, [Path(clip.path) for clip in clips])
+    log.info("candidate %s erased: %d sessions, %d clips, enrollment %s", candidate_id,
+             len(sessions), len(clips), enrollment)
+    return web.json_response({"candidate_id": candidate_id, "deleted": {
+        "sessions": len(sessions), "clips": len(clips), "enrollment": enrollment}})
+
+
+def _remove_files(paths: list[Path]) -> None:
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # the rows are gone; say loudly that a file was left
+            log.error("could not delete clip file %s: %s", path, exc)
+
