@@ -79,7 +79,7 @@ class PipelineConfig:
 class FaceDetectorConfig:
     enabled: bool = True
     model: str = "short_range"
-    min_confidence: float = 0.5
+    min_confidence: float = 0.6
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class CameraConfig:
     dark_luma: float = 24.0
     flat_std: float = 6.0
     flat_edges: float = 0.005
-    frozen_max_change: float = 0.1
+    frozen_max_change: float = 0.02
 
 
 @dataclass(frozen=True)

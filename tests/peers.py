@@ -53,7 +53,7 @@ class ScheduledVideoTrack(VideoStreamTrack):
         await asyncio.sleep(max(0.0, self._started + t - time.monotonic()))
         self._index += 1
         image = next((img for until, img in self._schedule if t < until), self._schedule[-1][1])
-        swayed = np.roll(image, (self._index % 3) - 1, axis=1)
+        swayed = np.roll(image, (self._index * 7) % 5 - 2, axis=1)
         noisy = np.clip(swayed + self._noise[self._index % NOISE_FRAMES], 0, 255)
         frame = av.VideoFrame.from_ndarray(noisy.astype(np.uint8), format="rgb24")
         frame.pts = round(t * VIDEO_CLOCK)

@@ -21,7 +21,7 @@ def write_video(path: Path, schedule: list[tuple[float, np.ndarray]], fps: int =
         for index in range(int(end * fps)):
             t = index / fps
             image = next((img for until, img in schedule if t < until), schedule[-1][1])
-            swayed = np.roll(image, (index % 3) - 1, axis=1)
+            swayed = np.roll(image, int(rng.integers(-2, 3)), axis=1)
             noisy = np.clip(swayed + rng.integers(-3, 4, image.shape), 0, 255).astype(np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(noisy, format="rgb24")):
                 container.mux(packet)

@@ -55,6 +55,8 @@ async def test_flags_reach_both_channels_store_and_clips(
     await candidate.wait_for(closed("multiple_faces"), timeout=STREAM_SECONDS + 5)
     await watcher.wait_for(closed("multiple_faces"), timeout=5)
     await candidate.wait_for(lambda m: m.get("type") == "status" and m["faces"] == 1)
+    await candidate.wait_for(lambda m: m.get("type") == "status"  # the whole recording is in
+                             and m["media_time"] >= STREAM_SECONDS - 0.3, timeout=5)
 
     response = await client.post(f"/api/v1/sessions/{sid}/end", headers=api_headers)
     assert response.status == 200
@@ -158,7 +160,8 @@ async def test_browser_telemetry_becomes_flags(client: TestClient,
     assert hidden["flag"]["severity"] == "moderate"  # hidden 1.5 s: under the 10 s high
     assert hidden["flag"]["end"] - hidden["flag"]["start"] == pytest.approx(1.5, abs=0.3)
     pasted = await candidate.wait_for(lambda m: m.get("type") == "flag"
-                                      and m["flag"]["kind"] == "paste")
+                                      and m["flag"]["kind"] == "paste"
+                                      and m["flag"]["end"] is not None)
     assert pasted["flag"]["start"] == pasted["flag"]["end"]
     assert pasted["flag"]["source"] == "browser-telemetry"
     await client.post(f"/api/v1/sessions/{sid}/end", headers=api_headers)
