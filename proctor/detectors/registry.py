@@ -10,6 +10,7 @@ from proctor.detectors.camera import CameraDetector
 from proctor.detectors.faces import FaceDetector
 from proctor.detectors.identity import load_identity_detector
 from proctor.detectors.landmarks import LandmarksDetector
+from proctor.detectors.voice import VoiceDetector
 
 log = logging.getLogger("proctor.detectors")
 
@@ -25,6 +26,8 @@ def build_detectors(config: DetectorsConfig) -> list[Detector]:
         detectors.append(CameraDetector(config.camera))
     if config.identity.enabled and (identity := load_identity_detector(config.identity)):
         detectors.append(identity)
+    if config.voice.enabled:
+        detectors.append(VoiceDetector(config.voice))
     for detector in detectors:
         log.info("detector %s ready (%s)", detector.name, detector.source)
     return detectors

@@ -3,7 +3,7 @@
 Nothing here is committed: scikit-image and matplotlib ship their sample photos, and
 the face_recognition 1.3.0 source archive on PyPI carries White House portraits. The
 archive is downloaded once with pip into ``~/.cache/proctor-testdata`` (override with
-``PROCTOR_TESTDATA``); a test that needs it is skipped, with the reason, when it
+``TEST_MEDIA_CACHE``); a test that needs it is skipped, with the reason, when it
 cannot be fetched (no network, no pip).
 """
 
@@ -30,7 +30,7 @@ FACE_RECOGNITION_PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("PROCTOR_TESTDATA") or Path.home() / ".cache" / "proctor-testdata"
+    root = os.environ.get("TEST_MEDIA_CACHE") or Path.home() / ".cache" / "proctor-testdata"
     return Path(root)
 
 

