@@ -194,10 +194,10 @@ class SpeakersConfig:
     """A second voice besides the candidate's (proctor/detectors/speakers.py)."""
 
     enabled: bool = True
-    match_threshold: float = 0.75
+    match_threshold: float = 0.74
     window_seconds: float = 1.6
     hop_seconds: float = 0.5
-    enrollment_seconds: float = 6.0
+    enrollment_seconds: float = 8.0
     min_speech_share: float = 0.5
     speech_margin_db: float = 12.0
     min_speech_dbfs: float = -55.0
@@ -269,6 +269,7 @@ class EvidenceConfig:
     fps: float = 15.0
     bitrate: int = 600_000
     keyframe_seconds: float = 1.0
+    audio_bitrate: int = 64_000  # AAC, mono 48 kHz; 0: clips without sound
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Per-session evidence recording: a rolling H.264 buffer and an MP4 clip writer.
+"""Per-session evidence recording: rolling H.264 + AAC buffers and an MP4 clip writer.
 
 The session's video is encoded once, continuously, into H.264 packets held in memory
 with their media times. A clip is cut by *remuxing* those packets (no re-encoding)
@@ -6,10 +6,16 @@ from the keyframe at or before ``start - pre_seconds`` to ``end + post_seconds``
 clip costs a file write, not an encode. Memory stays bounded: whole GOPs older than
 ``pre_seconds + keyframe_seconds`` are dropped unless a pending clip still needs them.
 
+The sound is encoded the same way (AAC, see :mod:`proctor.evidence.audio`) and a clip
+carries the audio packets spanning its video, on the same clock: media time ``t``
+plays at clip time ``t - (media time of the clip's first video frame)`` in both
+tracks. A session that never sent audio gets video-only clips.
+
 Threading: everything in :class:`EvidenceRecorder` runs on the event loop except the
-encoder and the MP4 writer, which run on the executor passed in. That executor must be
-a thread pool (the encoder's state cannot be pickled). One session never has more than
-one encode job in flight, so its encoder is only ever touched by one thread at a time.
+encoders and the MP4 writer, which run on the executor passed in. That executor must be
+a thread pool (the encoders' state cannot be pickled). One session never has more than
+one encode job in flight (it encodes both tracks), so its encoders are only ever
+touched by one thread at a time.
 """
 
 from __future__ import annotations
@@ -34,6 +40,15 @@ from av.stream import Stream
 from av.video.frame import PictureType
 
 from proctor.config import EvidenceConfig
+from proctor.evidence.audio import (
+    AAC_FRAME,
+    AUDIO_RATE,
+    AUDIO_TIME_BASE,
+    AacEncoder,
+    AudioPacket,
+    AudioStreamInfo,
+    fill_gaps,
+)
 from proctor.flags.model import utc_now_iso
 from proctor.store.base import ClipRecord
 
@@ -47,6 +62,14 @@ X264_PRESET = "veryfast"
 # A safety net only: keyframes are forced by media time (see _H264Encoder._force_key).
 _GOP_SAFETY_FACTOR = 4
 _SLOT_OFFSET = 0.4  # see _FrameGate
+# 2 s of 20 ms WebRTC audio frames: the same lag the video queue tolerates.
+_AUDIO_QUEUE_FRAMES = 100
+# Audio is kept this much longer than the video rule needs: video waits up to 2 s in
+# its queue, so the newest audio can be that far ahead of the newest video.
+_AUDIO_SLACK_SECONDS = 2.0
+# A due clip waits for audio to be encoded up to its end, but no longer than this much
+# more video: audio that far behind has stopped (muted, ended), not lagged.
+_AUDIO_GRACE_SECONDS = 1.0
 
 ClipCallback = Callable[[ClipRecord], Awaitable[None]]
 
@@ -203,45 +226,103 @@ class _H264Encoder:
         return out
 
 
-def write_mp4(path: Path, stream: StreamInfo, packets: Sequence[EncodedPacket]) -> int:
-    """Remux ``packets`` into a faststart MP4 at ``path``; return its size in bytes.
+@dataclass(frozen=True, slots=True)
+class AudioTrack:
+    """A clip's audio: grid-contiguous AAC packets and their stream description."""
+
+    stream: AudioStreamInfo
+    packets: Sequence[AudioPacket]
+
+
+def write_mp4(path: Path, stream: StreamInfo, packets: Sequence[EncodedPacket],
+              audio: AudioTrack | None = None) -> int:
+    """Remux ``packets`` (and ``audio``) into a faststart MP4 at ``path``; return its
+    size in bytes. Audio pts are rebased by the first video frame's media time, so the
+    tracks stay aligned.
 
     Written under a temporary name and renamed, so a reader never sees half a file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
     try:
-        _mux(partial, stream, packets)
+        _mux(partial, stream, packets, audio)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
     return path.stat().st_size
 
 
-def _mux(target: Path, stream: StreamInfo, packets: Sequence[EncodedPacket]) -> None:
+def _mux(target: Path, stream: StreamInfo, packets: Sequence[EncodedPacket],
+         audio: AudioTrack | None) -> None:
     with av.open(io.BytesIO(), "w", format="mp4") as scratch, av.open(
         str(target), "w", format="mp4", container_options={"movflags": "+faststart"}
     ) as out:
-        # PyAV opens (i.e. would re-create) the encoder of a plain add_stream(); a stream
-        # made from a template is marked initialised and is only muxed. The template
-        # is a never-written stream in a scratch container; the real SPS/PPS come from
-        # our encoder's extradata, which the MP4 muxer turns into the avcC box.
-        template = scratch.add_stream(
-            "libx264", rate=Fraction(stream.fps).limit_denominator(1001),
-            width=stream.width, height=stream.height,
-        )
-        video = out.add_stream_from_template(template)
-        video.codec_context.extradata = stream.extradata
-        video.codec_context.width = stream.width
-        video.codec_context.height = stream.height
-        video.codec_context.pix_fmt = "yuv420p"
-        video.time_base = TIME_BASE
-        for packet in _clip_packets(packets, stream.fps):
-            packet.stream = video
+        muxed = _clip_packets(packets, stream.fps, _video_stream(scratch, out, stream))
+        if audio is not None and audio.packets:
+            track = _audio_stream(scratch, out, audio.stream)
+            origin = round(packets[0].pts * TIME_BASE * AUDIO_RATE)
+            muxed += _audio_packets(audio.packets, origin, track)
+        # In time order, so the file interleaves the tracks (progressive playback reads
+        # it front to back); the sort is stable, so each track keeps its own order.
+        for packet in sorted(muxed, key=_seconds):
             out.mux(packet)
 
 
-def _clip_packets(packets: Sequence[EncodedPacket], fps: float) -> list[av.Packet[Stream]]:
+def _seconds(packet: av.Packet[Stream]) -> float:
+    assert packet.pts is not None and packet.time_base is not None
+    return float(packet.pts * packet.time_base)
+
+
+def _video_stream(scratch: av.container.OutputContainer, out: av.container.OutputContainer,
+                  stream: StreamInfo) -> Stream:
+    # PyAV opens (i.e. would re-create) the encoder of a plain add_stream(); a stream
+    # made from a template is marked initialised and is only muxed. The template is a
+    # never-written stream in a scratch container; the real SPS/PPS come from our
+    # encoder's extradata, which the MP4 muxer turns into the avcC box.
+    template = scratch.add_stream(
+        "libx264", rate=Fraction(stream.fps).limit_denominator(1001),
+        width=stream.width, height=stream.height,
+    )
+    video = out.add_stream_from_template(template)
+    video.codec_context.extradata = stream.extradata
+    video.codec_context.width = stream.width
+    video.codec_context.height = stream.height
+    video.codec_context.pix_fmt = "yuv420p"
+    video.time_base = TIME_BASE
+    return video
+
+
+def _audio_stream(scratch: av.container.OutputContainer, out: av.container.OutputContainer,
+                  info: AudioStreamInfo) -> Stream:
+    # Same template trick as the video; the extradata is the AudioSpecificConfig,
+    # which becomes the esds box.
+    template = scratch.add_stream("aac", rate=AUDIO_RATE, layout="mono")
+    track = out.add_stream_from_template(template)
+    track.codec_context.extradata = info.extradata
+    track.codec_context.bit_rate = info.bitrate
+    track.time_base = AUDIO_TIME_BASE
+    return track
+
+
+def _audio_packets(packets: Sequence[AudioPacket], origin: int,
+                   track: Stream) -> list[av.Packet[Stream]]:
+    """Packets rebased by ``origin`` (samples). The first may start before 0: the MP4
+    muxer writes an edit list so players skip that part, which keeps the audio track
+    covering the video from its first frame."""
+    out: list[av.Packet[Stream]] = []
+    for encoded in packets:
+        packet = av.Packet(encoded.data)
+        packet.pts = packet.dts = encoded.pts - origin
+        packet.duration = AAC_FRAME
+        packet.time_base = AUDIO_TIME_BASE
+        packet.is_keyframe = True  # every AAC frame decodes on its own
+        packet.stream = track
+        out.append(packet)
+    return out
+
+
+def _clip_packets(packets: Sequence[EncodedPacket], fps: float,
+                  video: Stream) -> list[av.Packet[Stream]]:
     """Packets rebased to start at 0, each lasting until the next (the last: 1/fps)."""
     base = packets[0].pts
     last_duration = max(1, round(1 / fps / TIME_BASE))
@@ -253,19 +334,21 @@ def _clip_packets(packets: Sequence[EncodedPacket], fps: float) -> list[av.Packe
         packet.duration = following - encoded.pts if following is not None else last_duration
         packet.time_base = TIME_BASE
         packet.is_keyframe = encoded.keyframe
+        packet.stream = video
         out.append(packet)
     return out
 
 
 class EvidenceRecorder:
-    """Rolling H.264 buffer of one session's video, and the clips cut from it.
+    """Rolling H.264 + AAC buffers of one session's media, and the clips cut from them.
 
-    Call :meth:`push_video` for every received frame, :meth:`open_clip` and
+    Call :meth:`push_video` and :meth:`push_audio` for every received frame, :meth:`open_clip` and
     :meth:`close_clip` as flags open and close, and :meth:`aclose` when the session
     ends. Each finished clip lands in ``clips_dir/<clip_id>.mp4`` and is reported
     through ``on_clip``. A clip is written once media up to ``end + post_seconds`` is
     encoded, or as soon as it reaches ``max_clip_seconds`` (even if its flag is still
-    open: the cap keeps the first part, so nothing later could change it).
+    open: the cap keeps the first part, so nothing later could change it). Once audio
+    has been heard, a due clip also waits (briefly) for the audio up to its end.
     """
 
     def __init__(
@@ -291,6 +374,14 @@ class EvidenceRecorder:
         self._queue_limit = max(2, math.ceil(2 * config.fps))
         self._dropped = 0
         self._gops: deque[list[EncodedPacket]] = deque()  # each list starts at a keyframe
+        # audio_bitrate 0 turns the sound off: clips are video-only.
+        self._audio_encoder = AacEncoder(config.audio_bitrate) if config.audio_bitrate > 0 else None
+        self._audio_queue: deque[tuple[av.AudioFrame, float]] = deque()
+        self._dropped_audio = 0
+        self._audio_heard = False  # any audio pushed: clips then wait for it
+        self._audio: deque[AudioPacket] = deque()  # in pts order, on the slot grid
+        self._audio_stream: AudioStreamInfo | None = None
+        self._flushed = False  # encoders drained at close: nothing more will come
         self._newest: float | None = None
         self._stream: StreamInfo | None = None
         self._pending: dict[str, _PendingClip] = {}
@@ -304,6 +395,19 @@ class EvidenceRecorder:
     def dropped_frames(self) -> int:
         """Frames lost because the encoder fell behind (the oldest queued go first)."""
         return self._dropped
+
+    @property
+    def dropped_audio_frames(self) -> int:
+        """Audio frames lost because the encoder fell behind (the oldest go first; the
+        hole they leave plays as silence, and later audio keeps its place)."""
+        return self._dropped_audio
+
+    @property
+    def buffered_audio_seconds(self) -> float:
+        """Media seconds of encoded audio held in memory."""
+        if not self._audio:
+            return 0.0
+        return self._audio[-1].end - self._audio[0].time
 
     @property
     def newest_media_time(self) -> float | None:
@@ -325,8 +429,18 @@ class EvidenceRecorder:
             self._queue.popleft()
             self._dropped += 1
         self._queue.append((frame, media_time))
-        if self._encode_task is None:
-            self._encode_task = self._spawn(self._encode_loop(), "encode")
+        self._kick()
+
+    def push_audio(self, frame: av.AudioFrame, media_time: float) -> None:
+        """Queue a received audio frame; O(1), never waits on the encoder."""
+        if self._close_task is not None or self._audio_encoder is None:
+            return
+        if len(self._audio_queue) >= _AUDIO_QUEUE_FRAMES:
+            self._audio_queue.popleft()
+            self._dropped_audio += 1
+        self._audio_queue.append((frame, media_time))
+        self._audio_heard = True
+        self._kick()
 
     def open_clip(self, clip_id: str, flag_id: str, start: float) -> None:
         if Path(clip_id).name != clip_id or clip_id.startswith("."):
@@ -360,24 +474,62 @@ class EvidenceRecorder:
 
     # -- encoding --------------------------------------------------------------
 
+    def _kick(self) -> None:
+        if self._encode_task is None:
+            self._encode_task = self._spawn(self._encode_loop(), "encode")
+
     async def _encode_loop(self) -> None:
+        # One job at a time encodes both tracks: each encoder stays thread-confined,
+        # and a session never holds more than one executor worker.
         loop = asyncio.get_running_loop()
         try:
-            while self._queue:
-                batch = list(self._queue)
+            while self._queue or self._audio_queue:
+                video, audio = list(self._queue), list(self._audio_queue)
                 self._queue.clear()
-                try:
-                    packets = await loop.run_in_executor(
-                        self._executor, self._encoder.encode, batch)
-                except Exception:
-                    log.exception("evidence[%s]: encoding %d frames failed",
-                                  self._session_id, len(batch))
-                    continue
-                self._absorb(packets)
+                self._audio_queue.clear()
+                packets, sound = await loop.run_in_executor(
+                    self._executor, self._encode_job, video, audio)
+                self._absorb(packets, sound)
         finally:
             self._encode_task = None
 
-    def _absorb(self, packets: Sequence[EncodedPacket]) -> None:
+    def _encode_job(self, video: list[tuple[av.VideoFrame, float]],
+                    audio: list[tuple[av.AudioFrame, float]],
+                    ) -> tuple[list[EncodedPacket], list[AudioPacket]]:
+        """Executor side: a failing track loses its batch, never the other's."""
+        packets: list[EncodedPacket] = []
+        sound: list[AudioPacket] = []
+        if video:
+            try:
+                packets = self._encoder.encode(video)
+            except Exception:
+                log.exception("evidence[%s]: encoding %d frames failed",
+                              self._session_id, len(video))
+        if audio and self._audio_encoder is not None:
+            try:
+                sound = self._audio_encoder.encode(audio)
+            except Exception:
+                log.exception("evidence[%s]: encoding %d audio frames failed",
+                              self._session_id, len(audio))
+        return packets, sound
+
+    def _flush_job(self) -> tuple[list[EncodedPacket], list[AudioPacket]]:
+        packets: list[EncodedPacket] = []
+        sound: list[AudioPacket] = []
+        try:
+            packets = self._encoder.flush()
+        except Exception:
+            log.exception("evidence[%s]: flushing the encoder failed", self._session_id)
+        if self._audio_encoder is not None:
+            try:
+                sound = self._audio_encoder.flush()
+            except Exception:
+                log.exception("evidence[%s]: flushing the audio encoder failed",
+                              self._session_id)
+        return packets, sound
+
+    def _absorb(self, packets: Sequence[EncodedPacket],
+                sound: Sequence[AudioPacket] = ()) -> None:
         """Add encoded packets (on the loop), then write due clips and trim."""
         self._stream = self._encoder.stream
         for packet in packets:
@@ -385,11 +537,18 @@ class EvidenceRecorder:
                 self._gops.append([])
             self._gops[-1].append(packet)
             self._newest = packet.time
-        if packets:
+        if sound and self._audio_encoder is not None:
+            self._audio_stream = self._audio_encoder.stream
+            self._audio.extend(sound)
+        if packets or sound:
             self._finish_ready()
             self._trim()
 
     def _trim(self) -> None:
+        self._trim_video()
+        self._trim_audio()  # after the video: what it keeps bounds what audio is needed
+
+    def _trim_video(self) -> None:
         """Drop whole GOPs no one can need: a clip starts on a keyframe at or before
         ``start - pre``, so only the GOP holding that instant must be kept."""
         if self._newest is None:
@@ -400,6 +559,21 @@ class EvidenceRecorder:
             cutoff = min(cutoff, clip.start - self._config.pre_seconds)
         while len(self._gops) > 1 and self._gops[1][0].time <= cutoff:
             self._gops.popleft()
+
+    def _trim_audio(self) -> None:
+        """Drop audio no clip can reach: a clip's audio spans its video, which starts
+        at a kept keyframe; without video (yet), keep the video rule's horizon."""
+        if not self._audio:
+            return
+        cfg = self._config
+        floor = (self._audio[-1].end - self._lookback - cfg.pre_seconds
+                 - 2 * cfg.keyframe_seconds - _AUDIO_SLACK_SECONDS)
+        for clip in self._pending.values():
+            floor = min(floor, self._anchor(clip.start - cfg.pre_seconds))
+        if self._gops:
+            floor = max(floor, self._gops[0][0].time)
+        while self._audio and self._audio[0].end <= floor:
+            self._audio.popleft()
 
     # -- clips -----------------------------------------------------------------
 
@@ -424,9 +598,21 @@ class EvidenceRecorder:
         if self._newest is None:
             return
         newest = self._newest
-        for clip in [c for c in self._pending.values() if newest >= self._due(c)]:
+        due = [c for c in self._pending.values() if self._ready(self._due(c), newest)]
+        for clip in due:
             del self._pending[clip.clip_id]
             self._start_write(clip)
+
+    def _ready(self, due: float, newest: float) -> bool:
+        """Video reached ``due``, and so did the audio unless it has none or stalled."""
+        if newest < due:
+            return False
+        if not self._audio_heard or self._flushed:
+            return True
+        # The clip's video ends at most one frame after ``due``.
+        audio_end = self._audio[-1].end if self._audio else -math.inf
+        return (audio_end >= due + 1 / self._config.fps
+                or newest >= due + _AUDIO_GRACE_SECONDS)
 
     def _start_write(self, clip: _PendingClip) -> None:
         upto = math.inf if clip.end is None else clip.end + self._config.post_seconds
@@ -435,7 +621,8 @@ class EvidenceRecorder:
             log.info("evidence[%s]: clip %s has no video in its time range; skipped",
                      self._session_id, clip.clip_id)
             return
-        self._spawn(self._write(clip, packets, self._stream), f"clip:{clip.clip_id}")
+        audio = self._cut_audio(packets[0].time, packets[-1].time + 1 / self._config.fps)
+        self._spawn(self._write(clip, packets, self._stream, audio), f"clip:{clip.clip_id}")
 
     def _cut(self, lo: float, hi: float) -> list[EncodedPacket]:
         """Packets from the keyframe at or before ``lo`` up to ``hi``, capped in length;
@@ -447,12 +634,27 @@ class EvidenceRecorder:
         cap = packets[0].pts + round(self._config.max_clip_seconds / TIME_BASE)
         return [p for p in packets if p.pts <= cap]
 
+    def _cut_audio(self, lo: float, hi: float) -> AudioTrack | None:
+        """Audio covering [lo, hi) whole: the packets overlapping it, with silence in
+        empty slots and at either end, so the track spans the video exactly (to within
+        a frame); None when the session has no audio."""
+        if not self._audio or self._audio_stream is None:
+            return None
+        grid = self._audio[0].pts % AAC_FRAME  # every packet's pts is on this grid
+        lo_s, hi_s = lo * AUDIO_RATE, hi * AUDIO_RATE
+        first = math.floor((lo_s - grid) / AAC_FRAME) * AAC_FRAME + grid
+        last = math.ceil((hi_s - grid) / AAC_FRAME) * AAC_FRAME + grid - AAC_FRAME
+        chosen = [p for p in self._audio if first <= p.pts <= last]
+        packets = fill_gaps(chosen, first, last, self._audio_stream.silence)
+        return AudioTrack(self._audio_stream, packets)
+
     async def _write(self, clip: _PendingClip, packets: list[EncodedPacket],
-                     stream: StreamInfo) -> None:
+                     stream: StreamInfo, audio: AudioTrack | None) -> None:
         path = self._clips_dir / f"{clip.clip_id}.mp4"
         loop = asyncio.get_running_loop()
         try:
-            size = await loop.run_in_executor(self._executor, write_mp4, path, stream, packets)
+            size = await loop.run_in_executor(
+                self._executor, write_mp4, path, stream, packets, audio)
         except Exception:
             log.exception("evidence[%s]: writing clip %s failed",
                           self._session_id, clip.clip_id)
@@ -473,19 +675,17 @@ class EvidenceRecorder:
     async def _close(self) -> None:
         if self._encode_task is not None:
             await asyncio.wait({self._encode_task})  # it drains the queue, then ends
-        try:
-            packets = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._encoder.flush)
-        except Exception:
-            log.exception("evidence[%s]: flushing the encoder failed", self._session_id)
-        else:
-            self._absorb(packets)
+        packets, sound = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._flush_job)
+        self._flushed = True
+        self._absorb(packets, sound)
         for clip in list(self._pending.values()):
             self._start_write(clip)  # an open clip ends at the newest media time
         self._pending.clear()
         while pending := {task for task in self._tasks if not task.done()}:
             await asyncio.wait(pending)
         self._gops.clear()
+        self._audio.clear()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(

@@ -142,6 +142,8 @@ class SessionPipeline:
             return
         self._last_audio_at = self._now()
         self.audio.push(frame, media_time)
+        if self._evidence is not None:
+            self._evidence.push_audio(frame, media_time)
 
     async def _observe_audio(self, observations: list[Observation]) -> None:
         """Audio observations carry their own media times; each feeds the tracker then."""

@@ -502,11 +502,10 @@ def test_a_side_camera_does_not_flag_an_honest_candidate(detector: LandmarksDete
 
 
 def test_registry_builds_the_landmarks_detector() -> None:
-    from proctor.detectors.registry import build_detectors
-
     import dataclasses
 
     from proctor.config import DetectorsConfig
+    from proctor.detectors.registry import build_detectors
 
     only = {f.name: {"enabled": f.name == "landmarks"}
             for f in dataclasses.fields(DetectorsConfig)}
