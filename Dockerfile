@@ -16,7 +16,8 @@ COPY static static
 COPY models models
 RUN pip install --no-cache-dir . && proctor models verify
 
-ENV PROCTOR_SERVER__HOST=0.0.0.0 \
+ENV OPENBLAS_NUM_THREADS=1 \
+    PROCTOR_SERVER__HOST=0.0.0.0 \
     PROCTOR_SERVER__DATA_DIR=/data \
     PROCTOR_STORE=sqlite:////data/proctor.db \
     PROCTOR_CLIPS=file:///data/clips

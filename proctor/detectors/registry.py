@@ -10,6 +10,7 @@ from proctor.detectors.camera import CameraDetector
 from proctor.detectors.faces import FaceDetector
 from proctor.detectors.identity import load_identity_detector
 from proctor.detectors.landmarks import LandmarksDetector
+from proctor.detectors.speakers import load_speaker_detector
 from proctor.detectors.voice import VoiceDetector
 
 log = logging.getLogger("proctor.detectors")
@@ -28,6 +29,8 @@ def build_detectors(config: DetectorsConfig) -> list[Detector]:
         detectors.append(identity)
     if config.voice.enabled:
         detectors.append(VoiceDetector(config.voice))
+    if config.speakers.enabled and (speakers := load_speaker_detector(config.speakers)):
+        detectors.append(speakers)
     for detector in detectors:
         log.info("detector %s ready (%s)", detector.name, detector.source)
     return detectors

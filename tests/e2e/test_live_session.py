@@ -24,7 +24,15 @@ from tests.peers import ScheduledVideoTrack, bearer, connect
 
 # The schedule, in media seconds: what the camera shows until when.
 FACE_UNTIL, EMPTY_UNTIL, FACE_AGAIN_UNTIL, TWO_UNTIL, STREAM_SECONDS = 2.0, 6.6, 8.0, 10.6, 13.0
-TIME_SLACK = 0.45  # analysis runs at 5 fps and the gap tolerance is 0.5 s
+# Analysis samples the newest frame at 5 fps: a flag starts at the first analysed frame
+# of its scene and ends at the last one, so it lies inside the scene, within a few
+# analysis slots (more on a loaded machine) of its edges.
+EDGE_SLACK = 0.8
+
+
+def _within_scene(flag: dict[str, Any], scene_start: float, scene_end: float) -> None:
+    assert scene_start - 0.05 <= flag["start"] <= scene_start + EDGE_SLACK, flag
+    assert scene_end - EDGE_SLACK <= flag["end"] <= scene_end + 0.05, flag
 
 
 async def _create_session(client: TestClient, api_headers: dict[str, str]) -> dict[str, Any]:
@@ -64,13 +72,11 @@ async def test_flags_reach_both_channels_store_and_clips(
 
     absent = _flag_messages(candidate.messages, "face_absent")
     assert absent[0]["severity"] == "moderate" and absent[0]["end"] is None  # opened live
-    assert absent[-1]["start"] == pytest.approx(FACE_UNTIL, abs=TIME_SLACK)
-    assert absent[-1]["end"] == pytest.approx(EMPTY_UNTIL - 0.2, abs=TIME_SLACK)
+    _within_scene(absent[-1], FACE_UNTIL, EMPTY_UNTIL)
     assert {f["severity"] for f in absent} == {"moderate"}  # 4.6 s: never the 8 s high
     multiple = _flag_messages(candidate.messages, "multiple_faces")
     assert {f["severity"] for f in multiple} == {"high"}
-    assert multiple[-1]["start"] == pytest.approx(FACE_AGAIN_UNTIL, abs=TIME_SLACK)
-    assert multiple[-1]["end"] == pytest.approx(TWO_UNTIL - 0.2, abs=TIME_SLACK)
+    _within_scene(multiple[-1], FACE_AGAIN_UNTIL, TWO_UNTIL)
     assert {w["kind"] for w in candidate.of_type("warning")} >= {"face_absent",
                                                                  "multiple_faces"}
 

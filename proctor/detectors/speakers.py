@@ -1,0 +1,505 @@
+"""A second voice besides the candidate's (``multiple_speakers``).
+
+The speaker model is resemblyzer 0.1.4's GE2E encoder (Apache-2.0), converted once to
+plain numpy weights by ``models/convert_ge2e.py``: a 40-band mel spectrogram (25 ms
+windows, 10 ms hop, 16 kHz), a 3-layer LSTM of 256 units, a linear layer of 256, ReLU
+and L2 normalisation. Each 1.6 s window (160 mel frames) becomes one unit-length voice
+embedding. Measured on real speech (bench/speakers.py): a window against the learned
+voice of the same speaker scores 0.65-0.90 (median 0.81), other voices 0.37-0.79 (two
+people in one room: median 0.71). Everything runs in numpy: no torch, about 10 ms per
+window on one idle core. numpy's BLAS must run single-threaded in the server
+(OPENBLAS_NUM_THREADS=1): the LSTM's 480 small products per window each wake BLAS
+threads otherwise, and with the worker pool busy a window then took 50-120 ms.
+
+Per session the stream keeps the last window of audio and every ``hop_seconds`` embeds
+it when it holds speech (an energy gate against the session's own noise floor, see
+:class:`SpeechGate`: this stage does not depend on the VAD stage). It learns the
+candidate's voice from their first ``enrollment_seconds`` of speech windows, keeping
+only the windows that agree with the majority (so a cough, a door or a second person
+at the very start does not become "the candidate"). After that each speech window is
+compared with the candidate's voice. A voice enrolled ahead of the session (a
+``voice_enrollment`` on the StreamContext, once it has one; :meth:`SpeakerDetector.enroll`
+makes it from a recording) replaces the live learning.
+
+Signals, one observation per hop at the window's centre time:
+- ``voice_similarity``: cosine between the window and the candidate's voice (speech
+  windows after enrollment only);
+- ``second_voice_audio`` 1/0: that similarity is below ``match_threshold``;
+- ``second_voice`` 1/0 (backs ``multiple_speakers``): :func:`fuse_second_voice` of the
+  audio verdict and the candidate's lip movement. Windows without speech, and windows
+  while the voice is being learned, give 0 unless the lips say otherwise: no accusation
+  without evidence.
+
+Lips: :attr:`SpeakerStream.lips_moving` is a seam for the pipeline, a function of a
+window's (start, end) media times giving the share of its video frames with the
+candidate's mouth moving (face-mesh lip distance), or None when unknown. Unset (as now),
+``second_voice`` is the audio verdict alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from proctor.config import SpeakersConfig
+from proctor.detectors.base import (
+    AUDIO_RATE,
+    AudioSample,
+    Detector,
+    DetectorStream,
+    Observation,
+    StreamContext,
+)
+
+log = logging.getLogger("proctor.detectors.speakers")
+
+Floats = npt.NDArray[np.float32]
+Embedding = Floats  # unit length, EMBEDDING_SIZE numbers
+
+MODEL_NAME = "ge2e_speaker"  # the manifest entry (models/manifest.json)
+MODEL_FILE = "ge2e_speaker.npz"
+MODEL_VERSION = "ge2e-resemblyzer-0.1.4"
+EMBEDDING_SIZE = 256
+
+# Resemblyzer's hparams.py: mel_window_length 25 ms, mel_window_step 10 ms, 40 channels,
+# partials_n_frames 160. librosa's melspectrogram defaults do the rest: a periodic Hann
+# window, power 2 (not log), Slaney mel scale and Slaney area normalisation.
+N_FFT = AUDIO_RATE * 25 // 1000  # 400 samples
+FRAME_HOP = AUDIO_RATE * 10 // 1000  # 160 samples
+N_MELS = 40
+PARTIAL_FRAMES = 160
+PARTIAL_STEP_FRAMES = 50  # 0.5 s between partials of a longer recording
+# Samples that give exactly PARTIAL_FRAMES uncentred frames: 1.615 s.
+WINDOW_SAMPLES = (PARTIAL_FRAMES - 1) * FRAME_HOP + N_FFT
+# Resemblyzer normalises utterances to -30 dBFS before the mel step (its
+# audio_norm_target_dBFS); the LSTM is not scale-invariant, so windows are set to it too.
+NORM_TARGET_DBFS = -30.0
+
+# A gap between chunks longer than this is lost audio: the window starts again.
+_MAX_GAP_SECONDS = 0.05
+# Learning the candidate's voice keeps the first speech windows this similar to their
+# medoid. Two windows of one voice measured 0.82 ± 0.06 here, of two voices in one room
+# 0.70 ± 0.04 (pyannote's sample): 0.80 keeps most of one voice and little of another.
+LEARN_AGREE = 0.80
+# Confidence in a verdict: 0.5 at the threshold, 1.0 this far (in cosine) from it.
+CONFIDENT_MARGIN = 0.15
+
+
+class SpeakerModelMissing(RuntimeError):
+    """The converted GE2E weights are not where the package or the repository keeps them."""
+
+
+def model_path() -> Path:
+    """The converted GE2E weights named by the model manifest (models/ in a checkout,
+    proctor/models_data/ in an installed wheel)."""
+    from proctor.models import load_manifest
+
+    entry = next((e for e in load_manifest() if e.name == MODEL_NAME), None)
+    path = entry.path() if entry is not None else None
+    if path is None or not path.is_file():
+        raise SpeakerModelMissing(f"{MODEL_NAME} ({MODEL_FILE}) is missing: it ships with the "
+                                  "repository; python models/convert_ge2e.py rebuilds it")
+    return path
+
+
+# Mel spectrogram ------------------------------------------------------------------
+
+
+def _hz_to_mel(hz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Slaney's mel scale (librosa's default, htk=False): linear to 1 kHz, log above."""
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    logstep = np.log(6.4) / 27.0
+    log_part = min_log_hz / f_sp + np.log(np.maximum(hz, 1e-10) / min_log_hz) / logstep
+    return np.where(hz >= min_log_hz, log_part, hz / f_sp)
+
+
+def _mel_to_hz(mel: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)),
+                    mel * f_sp)
+
+
+def mel_filterbank() -> Floats:
+    """librosa.filters.mel(sr=16000, n_fft=400, n_mels=40): (40, 201), Slaney-normalised."""
+    fft_hz = np.linspace(0.0, AUDIO_RATE / 2, 1 + N_FFT // 2)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.array(0.0)), _hz_to_mel(
+        np.array(AUDIO_RATE / 2.0)), N_MELS + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_hz[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]  # equal area per band
+    return weights.astype(np.float32)
+
+
+_HANN = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
+_MEL_T = np.ascontiguousarray(mel_filterbank().T)
+
+
+def mel_frames(samples: Floats) -> Floats:
+    """Power mel spectrogram of uncentred 25 ms frames every 10 ms: (frames, 40)."""
+    count = 1 + (len(samples) - N_FFT) // FRAME_HOP
+    if count < 1:
+        return np.zeros((0, N_MELS), np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(samples, N_FFT)[::FRAME_HOP][:count]
+    spectrum = np.fft.rfft(frames * _HANN, axis=1)
+    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+    mel: Floats = power @ _MEL_T
+    return mel
+
+
+def normalise_volume(samples: Floats, target_dbfs: float = NORM_TARGET_DBFS) -> Floats:
+    """Scale to ``target_dbfs`` RMS (resemblyzer's normalize_volume, both directions)."""
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    if rms <= 1e-9:
+        return samples
+    gain = 10 ** (target_dbfs / 20) / rms
+    scaled: Floats = (samples * np.float32(gain)).astype(np.float32, copy=False)
+    return scaled
+
+
+# The encoder ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Layer:
+    input_weights: Floats  # (inputs, 4H), gates reordered to i, f, o, g
+    hidden_weights: Floats  # (H, 4H)
+    bias: Floats  # (4H,), both torch biases summed
+
+
+class Ge2eEncoder:
+    """GE2E's forward pass in numpy, numerically torch's ``nn.LSTM`` + ``nn.Linear``.
+
+    Two rewrites keep it fast without changing the result: the gates are reordered from
+    torch's (i, f, g, o) to (i, f, o, g) so the three sigmoid gates are one contiguous
+    slice, and their rows are pre-scaled by 1/2 so that one ``tanh`` over all four gates
+    gives every gate (sigmoid(x) = (1 + tanh(x / 2)) / 2). Input projections are one
+    matrix product per layer for all 160 steps; only the recurrent product is per step.
+    Stateless after loading: one encoder serves every session and thread.
+    """
+
+    hidden = 256
+
+    def __init__(self, path: Path) -> None:
+        with np.load(path) as weights:
+            self.layers = [self._layer(weights, index) for index in range(3)]
+            self.linear_weights = np.ascontiguousarray(weights["linear.weight"].T, np.float32)
+            self.linear_bias = np.asarray(weights["linear.bias"], np.float32)
+
+    @classmethod
+    def _layer(cls, weights: Any, index: int) -> _Layer:
+        h = cls.hidden
+        order = np.r_[0:h, h:2 * h, 3 * h:4 * h, 2 * h:3 * h]  # i f g o -> i f o g
+        scale = np.where(np.arange(4 * h) < 3 * h, 0.5, 1.0).astype(np.float32)
+
+        def gates(name: str) -> Floats:
+            return np.asarray(weights[f"lstm.{name}_l{index}"], np.float32)[order]
+
+        bias = (gates("bias_ih") + gates("bias_hh")) * scale
+        return _Layer(np.ascontiguousarray((gates("weight_ih") * scale[:, None]).T),
+                      np.ascontiguousarray((gates("weight_hh") * scale[:, None]).T),
+                      bias.astype(np.float32))
+
+    def embed_mel(self, mel: Floats) -> Embedding:
+        """One partial utterance's mel frames (T, 40), T = 160 as trained -> embedding."""
+        steps, h = len(mel), self.hidden
+        inputs: Floats = mel
+        final = np.zeros(h, np.float32)
+        for layer in self.layers:
+            inputs, final = self._run_layer(layer, inputs, steps, h)
+        raw = np.maximum(final @ self.linear_weights + self.linear_bias, 0.0)
+        norm = float(np.linalg.norm(raw))
+        embedding: Embedding = (raw / norm if norm > 0 else raw).astype(np.float32)
+        return embedding
+
+    @staticmethod
+    def _run_layer(layer: _Layer, inputs: Floats, steps: int, h: int) -> tuple[Floats, Floats]:
+        projected = inputs @ layer.input_weights
+        projected += layer.bias
+        outputs = np.empty((steps, h), np.float32)
+        gates = np.empty(4 * h, np.float32)
+        sigmoid, in_gate, forget, out_gate, cell_in = (
+            gates[:3 * h], gates[:h], gates[h:2 * h], gates[2 * h:3 * h], gates[3 * h:])
+        cell = np.zeros(h, np.float32)
+        squashed = np.empty(h, np.float32)
+        state = np.zeros(h, np.float32)
+        # The hot loop: in-place ufuncs on preallocated views, no temporaries.
+        for t in range(steps):
+            np.dot(state, layer.hidden_weights, out=gates)
+            gates += projected[t]
+            np.tanh(gates, out=gates)
+            sigmoid *= 0.5
+            sigmoid += 0.5
+            cell *= forget
+            in_gate *= cell_in
+            cell += in_gate
+            np.tanh(cell, out=squashed)
+            state = outputs[t]
+            np.multiply(out_gate, squashed, out=state)
+        return outputs, state
+
+    def embed(self, samples: Floats) -> Embedding:
+        """Audio of any length: one 1.6 s partial per PARTIAL_STEP_FRAMES (0.5 s), the last
+        ending at the audio's end, averaged, as resemblyzer's embed_utterance does. A live
+        window is exactly one partial; shorter audio is padded with silence."""
+        samples = np.asarray(samples, np.float32)
+        if len(samples) < WINDOW_SAMPLES:
+            samples = np.pad(samples, (0, WINDOW_SAMPLES - len(samples)))
+        mel = mel_frames(normalise_volume(samples))
+        starts = range(len(mel) - PARTIAL_FRAMES, -1, -PARTIAL_STEP_FRAMES)
+        return mean_embedding([self.embed_mel(mel[s:s + PARTIAL_FRAMES]) for s in starts])
+
+
+def cosine(a: Floats, b: Floats) -> float:
+    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a, b) / norm) if norm > 0 else 0.0
+
+
+def mean_embedding(embeddings: list[Embedding]) -> Embedding:
+    mean = np.mean(np.stack(embeddings), axis=0)
+    unit: Embedding = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+    return unit
+
+
+def learn_voice(embeddings: list[Embedding], agree: float) -> Embedding:
+    """The majority voice among ``embeddings``: the medoid (the window most similar to the
+    rest) and every window within ``agree`` of it, averaged. A minority of other sounds
+    or voices among the first speech windows is left out instead of blurring the voice."""
+    stacked = np.stack(embeddings)
+    similarity = stacked @ stacked.T
+    medoid = int(np.argmax(similarity.mean(axis=1)))
+    members = [e for e, s in zip(embeddings, similarity[medoid], strict=True) if s >= agree]
+    return mean_embedding(members)
+
+
+# Fusion with the candidate's lips --------------------------------------------------
+
+
+def fuse_second_voice(audio_mismatch: float | None, speech: bool,
+                      lips_moving: float | None) -> float:
+    """Is a second person speaking? 1.0 or 0.0.
+
+    - No speech in the window: 0 (nobody is speaking, whatever else is known).
+    - The voice is not the candidate's (``audio_mismatch`` ≥ 0.5): 1.
+    - Speech while the candidate's lips were still for the whole window
+      (``lips_moving`` is the share of the window's video frames with the mouth
+      moving; 0 means still throughout): 1. Someone else is talking, even if their
+      voice resembles the candidate's (a relative, a recording of the candidate).
+    - Otherwise 0. Lips unknown (None: no face, no video, or not wired): the audio
+      verdict alone; audio unknown (None: the voice is not learned yet): the lips alone.
+    """
+    if not speech:
+        return 0.0
+    if audio_mismatch is not None and audio_mismatch >= 0.5:
+        return 1.0
+    if lips_moving is not None and lips_moving <= 0.0:
+        return 1.0
+    return 0.0
+
+
+# Speech gate ----------------------------------------------------------------------
+
+
+class SpeechGate:
+    """Which 10 ms frames are louder than the session's noise floor: speech, for our use.
+
+    The floor is a low percentile of the frame energies over the last ``memory_seconds``
+    of audio, so it follows the room (fan, hum, mic self-noise) rather than a fixed
+    level; speech has pauses enough to keep it there. A frame counts as speech when it
+    is ``margin_db`` above the floor and above ``min_dbfs`` (near-digital silence never
+    is). Cheap and independent of the VAD stage. It cannot tell speech from other loud
+    sounds; the speaker model gives those a low similarity to any voice, which becomes
+    a flag only if it lasts as long as the rule asks (seconds).
+    """
+
+    def __init__(self, margin_db: float, min_dbfs: float, memory_seconds: float = 30.0,
+                 percentile: float = 10.0) -> None:
+        self.margin_db = margin_db
+        self.min_dbfs = min_dbfs
+        self.percentile = percentile
+        self._history = np.zeros(0, np.float32)  # frame levels, newest last
+        self._keep = int(memory_seconds * AUDIO_RATE / FRAME_HOP)
+        self.floor_dbfs = min_dbfs
+
+    @staticmethod
+    def frame_dbfs(samples: Floats) -> Floats:
+        """RMS level of each whole 10 ms frame, in dBFS."""
+        frames = len(samples) // FRAME_HOP
+        power = np.square(samples[:frames * FRAME_HOP].reshape(frames, FRAME_HOP),
+                          dtype=np.float32).mean(axis=1)
+        dbfs: Floats = (10 * np.log10(power + 1e-12)).astype(np.float32)
+        return dbfs
+
+    def observe(self, samples: Floats) -> None:
+        """New audio (each sample once) moves the noise floor."""
+        self._history = np.concatenate([self._history, self.frame_dbfs(samples)])[-self._keep:]
+        if len(self._history):
+            self.floor_dbfs = float(np.percentile(self._history, self.percentile))
+
+    def speech_share(self, window: Floats) -> float:
+        """Share of the window's 10 ms frames that are speech."""
+        dbfs = self.frame_dbfs(window)
+        level = max(self.floor_dbfs + self.margin_db, self.min_dbfs)
+        return float(np.mean(dbfs > level)) if len(dbfs) else 0.0
+
+
+# Detector and stream --------------------------------------------------------------
+
+
+def load_speaker_detector(config: SpeakersConfig) -> SpeakerDetector | None:
+    """The detector, or None with a log line when the converted weights are missing."""
+    try:
+        return SpeakerDetector(config)
+    except SpeakerModelMissing as exc:
+        log.warning("speakers detector off (no multiple_speakers flags): %s", exc)
+        return None
+
+
+class SpeakerDetector(Detector):
+    name = "speakers"
+    source = f"{MODEL_VERSION}@1"
+    media = "audio"
+
+    def __init__(self, config: SpeakersConfig, path: Path | None = None) -> None:
+        self.config = config
+        self.encoder = Ge2eEncoder(path or model_path())
+
+    def enroll(self, samples: Floats) -> Embedding | None:
+        """The voice a session would learn from this recording (16 kHz mono speech of the
+        candidate alone), for enrolling ahead of a session; None without speech."""
+        seconds = len(samples) / AUDIO_RATE
+        learning = dataclasses.replace(self.config, enrollment_seconds=seconds + 1.0)
+        stream = SpeakerStream(self.encoder, learning, "enrollment")
+        stream.process_audio(AudioSample("enrollment", 0.0, np.asarray(samples, np.float32)))
+        return stream.learn_now()
+
+    def stream(self, context: StreamContext) -> DetectorStream:
+        # A voice enrolled ahead of the session (not in StreamContext yet) wins over
+        # learning it live.
+        enrolled = getattr(context, "voice_enrollment", None)
+        voice = None
+        if enrolled is not None and np.shape(enrolled) == (EMBEDDING_SIZE,):
+            voice = np.asarray(enrolled, np.float32)
+        return SpeakerStream(self.encoder, self.config, context.session_id, voice)
+
+
+@dataclass(frozen=True)
+class _Window:
+    """What one hop's window showed."""
+
+    centre: float
+    seconds: float
+    speech_share: float
+    embedding: Embedding | None  # None: not enough speech to embed
+
+
+class SpeakerStream(DetectorStream):
+    """One session: a rolling window, the candidate's voice, one observation per hop."""
+
+    def __init__(self, encoder: Ge2eEncoder, config: SpeakersConfig, session_id: str,
+                 voice: Embedding | None = None) -> None:
+        self._encoder = encoder
+        self._config = config
+        self._session_id = session_id
+        self._gate = SpeechGate(config.speech_margin_db, config.min_speech_dbfs)
+        self._window = max(WINDOW_SAMPLES, round(config.window_seconds * AUDIO_RATE))
+        self._hop = max(1, round(config.hop_seconds * AUDIO_RATE))
+        # The current stretch of contiguous audio: its start time, samples so far, the
+        # newest samples (at most one window) and where the next window to judge ends.
+        self._start = 0.0
+        self._total = 0
+        self._buffer = np.zeros(0, np.float32)
+        self._next_end = self._window
+        self._expected: float | None = None  # media time the next chunk should start at
+        self.voice: Embedding | None = voice
+        self._learning: list[Embedding] = []
+        # Set by the pipeline once lip movement is available (see the module docstring).
+        self.lips_moving: Callable[[float, float], float | None] | None = None
+
+    def process_audio(self, sample: AudioSample) -> list[Observation]:
+        samples = np.asarray(sample.samples, np.float32)
+        if self._expected is None or abs(sample.media_time - self._expected) > _MAX_GAP_SECONDS:
+            self._restart(sample.media_time)  # first audio, or lost audio in between
+        self._expected = sample.media_time + len(samples) / AUDIO_RATE
+        self._gate.observe(samples)
+        self._buffer = np.concatenate([self._buffer, samples])
+        self._total += len(samples)
+        observations = []
+        while self._next_end <= self._total:
+            started = time.perf_counter()
+            stop = len(self._buffer) - (self._total - self._next_end)
+            window = self._judge(self._buffer[stop - self._window:stop], self._next_end)
+            observations.append(self._observe(window, started))
+            self._next_end += self._hop
+        # Every later window ends after the newest sample, so starts within the last window.
+        self._buffer = self._buffer[-self._window:]
+        return observations
+
+    def _restart(self, media_time: float) -> None:
+        """A window must not join sound from both sides of a gap: start filling anew."""
+        self._start = media_time
+        self._total = 0
+        self._buffer = np.zeros(0, np.float32)
+        self._next_end = self._window
+
+    def _judge(self, window: Floats, end: int) -> _Window:
+        seconds = len(window) / AUDIO_RATE
+        centre = self._start + end / AUDIO_RATE - seconds / 2
+        share = self._gate.speech_share(window)
+        if share < self._config.min_speech_share:
+            return _Window(centre, seconds, share, None)
+        return _Window(centre, seconds, share, self._encoder.embed(window))
+
+    def _observe(self, window: _Window, started: float) -> Observation:
+        speech = window.embedding is not None
+        details: dict[str, Any] = {"speech_share": round(window.speech_share, 3)}
+        signals: dict[str, float] = {}
+        confidences: dict[str, float] = {}
+        mismatch: float | None = None
+        if window.embedding is not None:
+            if self.voice is None:
+                self._learn(window.embedding)
+                details["learning_voice"] = True
+            else:
+                similarity = cosine(window.embedding, self.voice)
+                threshold = self._config.match_threshold
+                mismatch = float(similarity < threshold)
+                signals["voice_similarity"] = round(similarity, 4)
+                signals["second_voice_audio"] = mismatch
+                margin = min(1.0, abs(similarity - threshold) / CONFIDENT_MARGIN)
+                confidences["second_voice"] = round(0.5 + 0.5 * margin, 3)
+        lips = None
+        if self.lips_moving is not None:
+            lips = self.lips_moving(window.centre - window.seconds / 2,
+                                    window.centre + window.seconds / 2)
+            details["lips_moving"] = lips
+        signals["second_voice"] = fuse_second_voice(mismatch, speech, lips)
+        return Observation(session_id=self._session_id, media_time=round(window.centre, 3),
+                           detector=SpeakerDetector.name, signals=signals,
+                           confidences=confidences, details=details,
+                           processing_ms=(time.perf_counter() - started) * 1000)
+
+    def _learn(self, embedding: Embedding) -> None:
+        self._learning.append(embedding)
+        needed = max(1, round(self._config.enrollment_seconds / self._config.hop_seconds))
+        if len(self._learning) >= needed:
+            self.learn_now()
+            log.info("session %s: candidate's voice learned", self._session_id)
+
+    def learn_now(self) -> Embedding | None:
+        """Learn the voice from the speech windows seen so far, however few."""
+        if self.voice is None and self._learning:
+            self.voice = learn_voice(self._learning, LEARN_AGREE)
+            self._learning = []
+        return self.voice
