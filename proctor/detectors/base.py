@@ -10,6 +10,7 @@ is one module and one line in ``registry.py``. (The shape follows livekit-agents
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,10 @@ class StreamContext:
     candidate_id: str
     # The candidate's enrolled face embedding (decrypted), when they enrolled.
     enrollment: npt.NDArray[np.float32] | None = None
+    # How much the candidate's lips moved between two media times (share of video frames
+    # with the mouth moving; None when the video cannot tell): audio stages use it to
+    # tell the candidate's speech from someone else's. Called from worker threads.
+    lip_movement: Callable[[float, float], float | None] | None = None
 
 
 @dataclass

@@ -198,6 +198,18 @@ def eye_openness(points: FloatArray, eye: Eye) -> float:
     return sum(gaps) / len(gaps) / max(width, 1e-9)
 
 
+# Inner-lip midpoints and the face's vertical extent (forehead top to chin) in the mesh.
+UPPER_LIP, LOWER_LIP, FOREHEAD, CHIN = 13, 14, 10, 152
+
+
+def mouth_opening(points: FloatArray) -> float:
+    """Gap between the inner lips as a share of face height: about 0 closed, 0.05–0.15
+    while speaking. Its change from frame to frame tells speech from a still mouth."""
+    gap = float(np.hypot(*(points[UPPER_LIP, :2] - points[LOWER_LIP, :2])))
+    height = float(np.hypot(*(points[FOREHEAD, :2] - points[CHIN, :2])))
+    return gap / max(height, 1e-9)
+
+
 def eye_rotation(offset: float) -> float:
     """Degrees an eye has turned for an iris offset (eye widths) from its neutral spot."""
     return math.degrees(math.asin(max(-1.0, min(1.0, offset / EYE_ROTATION_RADIUS))))
@@ -346,6 +358,7 @@ class LandmarksStream(DetectorStream):
             self.calibration.add(sample.media_time, raw)
             observation.signals = face_signals(raw, self.calibration.current(),
                                                self._detector.config)
+            observation.signals["mouth_open"] = round(mouth_opening(points), 4)
             observation.details = _details(raw, self.calibration)
         observation.processing_ms = (time.perf_counter() - started) * 1000
         return observation

@@ -391,7 +391,9 @@ class SpeakerDetector(Detector):
         voice = None
         if enrolled is not None and np.shape(enrolled) == (EMBEDDING_SIZE,):
             voice = np.asarray(enrolled, np.float32)
-        return SpeakerStream(self.encoder, self.config, context.session_id, voice)
+        stream = SpeakerStream(self.encoder, self.config, context.session_id, voice)
+        stream.lips_moving = context.lip_movement
+        return stream
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from proctor.flags.tracker import FlagChange, FlagEvent, FlagTracker
 from proctor.media.clock import MediaClock
 from proctor.metrics import Metrics
 from proctor.pipeline.audio import AudioPath
+from proctor.pipeline.lips import LipHistory
 from proctor.tasks import BackgroundTasks
 
 log = logging.getLogger("proctor.pipeline")
@@ -81,7 +82,9 @@ class SessionPipeline:
         self._metrics = metrics
         self._evidence = evidence
         self._now = now
-        context = StreamContext(session_id, candidate_id, enrollment)
+        self.lips = LipHistory()
+        context = StreamContext(session_id, candidate_id, enrollment,
+                                lip_movement=self.lips.movement)
         self._streams = [(d.name, d.stream(context)) for d in detectors if d.media == "video"]
         audio_streams = [(d.name, d.stream(context)) for d in detectors if d.media == "audio"]
         self._video_detectors = {name for name, _ in self._streams} | {"link"}
@@ -226,6 +229,9 @@ class SessionPipeline:
                 self._signal_sources[signal] = source
         signals, confidences = self.current_signals(media_time)
         signals.update(self._telemetry)
+        mesh = next((o for o in observations if o.detector == "landmarks"), None)
+        if mesh is not None:
+            self.lips.add(media_time, mesh.signals.get("mouth_open"))
         if "face_count" in signals:
             self.last_faces = int(signals["face_count"])
             self.single_face_frames += self.last_faces == 1
