@@ -7,6 +7,7 @@ closes its flags and flushes its clips. (aiohttp ``examples/background_tasks.py`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from proctor.config import Config
 from proctor.detectors.registry import build_detectors
 from proctor.metrics import Metrics
 from proctor.store import open_store_from_url
+from proctor.transcript.model import load_transcriber
 from signaling.analysis import jobs_ctx
 from signaling.analysis import routes as analysis_routes
 from signaling.auth import TokenSigner, hash_api_key, load_or_create_secret
@@ -81,7 +83,9 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     bus = open_bus_from_url(config.bus)
     await bus.start()
     detectors = build_detectors(config.detectors)
-    hub = SessionHub(config, app[STORE_KEY], bus, app[METRICS_KEY], detectors)
+    transcriber = await asyncio.to_thread(load_transcriber, config.detectors.transcription,
+                                          config.data_dir)
+    hub = SessionHub(config, app[STORE_KEY], bus, app[METRICS_KEY], detectors, transcriber)
     app[HUB_KEY] = hub
     yield
     await hub.close()

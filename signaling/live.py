@@ -40,11 +40,22 @@ from proctor.media.webrtc import TrackReader
 from proctor.metrics import Metrics
 from proctor.pipeline.session import SessionPipeline
 from proctor.report import build_report
-from proctor.store.base import ClipRecord, SessionRecord, SessionStatus, Store
+from proctor.store.base import (
+    ClipRecord,
+    SessionRecord,
+    SessionStatus,
+    Store,
+    TranscriptSegment,
+)
+from proctor.transcript import transcript_document
+from proctor.transcript.worker import SpeechToText, TranscriptWorker
 from signaling.channels import ChannelSender, error_message, parse_message
 from signaling.errors import ApiError
 
 log = logging.getLogger("proctor.live")
+
+TRANSCRIPT_WAIT_SECONDS = 10.0  # how long POST /end waits for the transcript to catch up
+TRANSCRIPT_CATCH_UP_SECONDS = 3600.0  # after that it finishes in the background
 
 CANDIDATE_CHANNEL = "proctor"
 ALERTS_CHANNEL = "alerts"
@@ -86,6 +97,10 @@ def decision_delay(rules: tuple[Rule, ...], config: Config) -> float:
     """The longest a flag's onset can precede the moment the tracker opens it."""
     first_levels = [min(level.seconds for level in rule.levels) for rule in rules]
     return max(first_levels, default=0.0) + config.flags.gap_seconds
+
+
+def _ended(record: SessionRecord) -> Message:
+    return {"type": "session", "session_id": record.session_id, "status": "ended"}
 
 
 class SessionOutlet:
@@ -130,8 +145,9 @@ class LiveSession:
 
 class SessionHub:
     def __init__(self, config: Config, store: Store, bus: EventBus, metrics: Metrics,
-                 detectors: list[Detector]) -> None:
+                 detectors: list[Detector], transcriber: SpeechToText | None = None) -> None:
         self.config = config
+        self.transcriber = transcriber  # None: transcription off
         self.store = store
         self.bus = bus
         self.metrics = metrics
@@ -144,6 +160,7 @@ class SessionHub:
         self.sessions: dict[str, LiveSession] = {}
         self.watchers: set[RTCPeerConnection] = set()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._background: set[asyncio.Task[Any]] = set()  # transcripts finishing after /end
 
     # Candidate peers --------------------------------------------------------------
 
@@ -173,6 +190,7 @@ class SessionHub:
     async def _go_live(self, record: SessionRecord) -> LiveSession:
         session = LiveSession(record=record, clock=MediaClock(),
                               channel=ChannelSender(CANDIDATE_CHANNEL, self.metrics))
+
         rules = apply_policy(self.rules, record.policy, record.accommodations)
         enrollment = await self.load_enrollment(record.candidate_id)
         evidence = EvidenceRecorder(record.session_id, self.config.evidence,
@@ -182,7 +200,8 @@ class SessionHub:
             session_id=record.session_id, candidate_id=record.candidate_id,
             config=self.config, detectors=self.detectors, executor=self.inference,
             rules=rules, sink=SessionOutlet(session, self), metrics=self.metrics,
-            clock=session.clock, evidence=evidence, enrollment=enrollment)
+            clock=session.clock, evidence=evidence, enrollment=enrollment,
+            transcript=self._transcript_worker(record.session_id))
         session.pipeline.start()
         self.sessions[record.session_id] = session
         self.metrics.sessions_live.set(len(self.sessions))
@@ -257,8 +276,11 @@ class SessionHub:
 
     def media_time_of(self, session_id: str, age_seconds: float) -> float | None:
         session = self.sessions.get(session_id)
-        if session is None or not session.clock.started:
+        if session is None:
             return None
+        # An event before the first frame starts the session's clock (media time 0 is
+        # the first thing the session knew of): it still gets its place and its flag.
+        session.clock.start()
         return max(0.0, session.clock.now() - max(0.0, age_seconds))
 
     async def record_event(self, session_id: str, event_type: str, media_time: float) -> None:
@@ -276,34 +298,83 @@ class SessionHub:
             session = self.sessions.pop(record.session_id, None)
             self.metrics.sessions_live.set(len(self.sessions))
             stats: dict[str, Any] = {}
+            transcript_done = True
             if session is not None:
-                stats = await self._stop(session)
+                stats = await self._stop(session, _ended(record))
+                transcript_done = await self._finish_transcript(session)
             flags = await self.store.list_flags(record.session_id)
             report = build_report(record, flags, stats, self.config.scoring)
+            report["transcript"] = transcript_document(
+                await self.store.list_transcript(record.session_id))
+            report["transcript"]["complete"] = transcript_done
             record.status, record.ended_at, record.report = (SessionStatus.ENDED, utc_now_iso(),
                                                              report)
             await self.store.update_session(record.session_id, status=SessionStatus.ENDED,
                                             ended_at=record.ended_at, report=report)
-            ended: Message = {"type": "session", "session_id": record.session_id,
-                              "status": "ended"}
-            if session is not None:
-                session.channel.send(ended)
-            await self.bus.publish(session_topic(record.session_id), ended)
+            await self.bus.publish(session_topic(record.session_id), _ended(record))
             log.info("session %s ended: %s", record.session_id, report["recommendation"])
             return report
 
-    async def _stop(self, session: LiveSession) -> dict[str, Any]:
+    async def _stop(self, session: LiveSession, farewell: Message) -> dict[str, Any]:
+        """Stop the media, close the flags (announced), say goodbye, close the peer."""
         assert session.pipeline is not None
         for reader in session.readers:
             await reader.stop()
         await session.pipeline.aclose()
         stats = session.pipeline.stats()
         stats["focus"] = session.pipeline.focus()
+        session.channel.send(farewell)
         if session.pc is not None:
             await asyncio.sleep(0.1)  # let the final flag and "ended" messages leave
             await session.pc.close()
         session.ended.set()
         return stats
+
+    # Transcript --------------------------------------------------------------------
+
+    def _transcript_worker(self, session_id: str) -> TranscriptWorker | None:
+        if self.transcriber is None:
+            return None
+        settings = self.config.detectors.transcription
+        return TranscriptWorker(session_id, self.transcriber, self._transcript_segment,
+                                max_queue_seconds=settings.max_queue_seconds)
+
+    async def _transcript_segment(self, segment: TranscriptSegment) -> None:
+        await self.store.add_transcript_segment(segment)
+        await self.bus.publish(session_topic(segment.session_id),
+                               {"type": "transcript", "session_id": segment.session_id,
+                                "segment": segment.to_dict()})
+
+    async def _finish_transcript(self, session: LiveSession) -> bool:
+        """Wait a little for the transcript to catch up; if it is further behind, it
+        finishes in the background and the stored report is completed then."""
+        worker = session.pipeline.transcript if session.pipeline is not None else None
+        if worker is None:
+            return True
+        drain = asyncio.get_running_loop().create_task(
+            worker.drain(TRANSCRIPT_CATCH_UP_SECONDS),
+            name=f"transcript-drain:{session.session_id}")
+        done, _ = await asyncio.wait({drain}, timeout=TRANSCRIPT_WAIT_SECONDS)
+        if done:
+            return True
+        self._background.add(drain)
+        drain.add_done_callback(self._background.discard)
+        drain.add_done_callback(
+            lambda task: None if task.cancelled() else self._complete_report(session.record))
+        return False
+
+    def _complete_report(self, record: SessionRecord) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._store_transcript(record), name=f"report-transcript:{record.session_id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _store_transcript(self, record: SessionRecord) -> None:
+        if record.report is None:
+            return
+        transcript = transcript_document(await self.store.list_transcript(record.session_id))
+        record.report["transcript"] = {**transcript, "complete": True}
+        await self.store.update_session(record.session_id, report=record.report)
 
     async def _clip_written(self, clip: ClipRecord) -> None:
         await self.store.save_clip(clip)
@@ -352,6 +423,10 @@ class SessionHub:
                 log.exception("session %s: ending at shutdown failed", session.session_id)
         for pc in list(self.watchers):
             await pc.close()
+        for task in list(self._background):  # transcripts still catching up are cut short
+            task.cancel()
+        if self._background:
+            await asyncio.wait(self._background, timeout=5)
         self.inference.shutdown(wait=True, cancel_futures=True)
         self.encoding.shutdown(wait=True)
 

@@ -13,7 +13,7 @@ import av
 import numpy as np
 from aiohttp.test_utils import TestClient
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 
 VIDEO_CLOCK = 90_000
 
@@ -61,6 +61,31 @@ class ScheduledVideoTrack(VideoStreamTrack):
         return frame
 
 
+class RecordedAudioTrack(AudioStreamTrack):
+    """Plays 16 kHz mono float32 audio in real time, 20 ms a frame, then digital silence."""
+
+    RATE = 16_000
+    FRAME = 320
+
+    def __init__(self, audio: np.ndarray) -> None:
+        super().__init__()
+        self._pcm = np.clip(audio * 32767, -32768, 32767).astype(np.int16)
+        self._sent = 0
+        self._started: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self._started is None:
+            self._started = time.monotonic()
+        await asyncio.sleep(max(0.0, self._started + self._sent / self.RATE - time.monotonic()))
+        block = self._pcm[self._sent:self._sent + self.FRAME]
+        block = np.pad(block, (0, self.FRAME - len(block)))
+        frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = self.RATE, self._sent
+        frame.time_base = fractions.Fraction(1, self.RATE)
+        self._sent += self.FRAME
+        return frame
+
+
 @dataclass
 class ClientPeer:
     pc: RTCPeerConnection
@@ -82,7 +107,8 @@ class ClientPeer:
 
 async def connect(client: TestClient, path: str, token: str, label: str,
                   track: VideoStreamTrack | None = None,
-                  body: dict[str, Any] | None = None) -> ClientPeer:
+                  body: dict[str, Any] | None = None,
+                  audio: AudioStreamTrack | None = None) -> ClientPeer:
     """Open a peer with a DataChannel ``label`` (and a video track) through ``path``."""
     pc = RTCPeerConnection()
     peer = ClientPeer(pc)
@@ -91,6 +117,8 @@ async def connect(client: TestClient, path: str, token: str, label: str,
     channel.on("open", peer.opened.set)
     if track is not None:
         pc.addTrack(track)
+    if audio is not None:
+        pc.addTrack(audio)
     await pc.setLocalDescription(await pc.createOffer())
     offer = {"sdp": pc.localDescription.sdp, "type": "offer", **(body or {})}
     response = await client.post(path, json=offer, headers=bearer(token))

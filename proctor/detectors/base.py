@@ -92,9 +92,13 @@ class DetectorStream:
         per chunk: one per VAD window), in time order."""
         return []
 
+    def finish_audio(self) -> list[Observation]:
+        """The audio has ended (session over, file done): report what is still open."""
+        return []
+
     def process(self, sample: VideoSample) -> Observation | None:
         """What this sample shows, or None when the stream skips it (a detector may run
-        below the analysis rate; the pipeline then holds its last signals a while)."""
+        below the analysis rate: its rules wait for its next reading)."""
         return None
 
     def close(self) -> None:

@@ -221,6 +221,15 @@ class VoiceStream(DetectorStream):
         closed, self._closed = self._closed, []
         return closed
 
+    def finish_audio(self) -> list[Observation]:
+        """The pipeline's end-of-audio hook: the last segments, as one observation."""
+        segments = self.finish()
+        if not segments:
+            return []
+        return [Observation(session_id=self._session_id, media_time=segments[-1].end,
+                            detector=VoiceDetector.name,
+                            details={"segments": [s.as_dict() for s in segments]})]
+
     # ---- windows --------------------------------------------------------------------
 
     def _check_continuity(self, media_time: float) -> None:

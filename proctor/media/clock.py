@@ -23,6 +23,11 @@ class MediaClock:
     def started(self) -> bool:
         return self._origin is not None
 
+    def start(self) -> None:
+        """Media time 0 is now (otherwise: the first frame's arrival)."""
+        if self._origin is None:
+            self._origin = self._now()
+
     def now(self) -> float:
         """Media time corresponding to this instant (0 before the first frame)."""
         if self._origin is None:

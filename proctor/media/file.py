@@ -50,25 +50,34 @@ def probe_video(path: Path) -> VideoInfo:
         raise MediaError(f"not a video PyAV can open: {exc}") from exc
 
 
-def sample_video(path: Path, fps: float) -> Iterator[tuple[av.VideoFrame, float]]:
-    """(frame, media seconds from the first frame) at most ``fps`` times a second."""
+MediaItem = tuple[av.VideoFrame | av.AudioFrame, float]
+
+
+def sample_media(path: Path, fps: float) -> Iterator[MediaItem]:
+    """Video frames at most ``fps`` times a second, and every audio frame, each with
+    its media time (seconds from the file's first frame), in decoding order."""
     interval = 1.0 / fps
     next_due: float | None = None
     origin: float | None = None
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"  # frame threads: decoding keeps up with stages
-            for frame in container.decode(stream):
-                if frame.time is None:
-                    continue
-                origin = frame.time if origin is None else origin
-                media_time = frame.time - origin
-                if next_due is not None and media_time < next_due - 1e-6:
-                    continue
-                next_due = media_time + interval if next_due is None else next_due + interval
-                next_due = max(next_due, media_time + interval / 2)
-                yield frame, media_time
+            video = container.streams.video[0]
+            video.thread_type = "AUTO"  # frame threads: decoding keeps up with stages
+            streams = [video, *container.streams.audio[:1]]
+            for packet in container.demux(streams):
+                for frame in packet.decode():
+                    if not isinstance(frame, av.VideoFrame | av.AudioFrame) or frame.time is None:
+                        continue
+                    origin = frame.time if origin is None else origin
+                    media_time = max(0.0, frame.time - origin)
+                    if isinstance(frame, av.AudioFrame):
+                        yield frame, media_time
+                        continue
+                    if next_due is not None and media_time < next_due - 1e-6:
+                        continue
+                    next_due = (media_time + interval if next_due is None
+                                else max(next_due + interval, media_time + interval / 2))
+                    yield frame, media_time
     except av.FFmpegError as exc:
         raise MediaError(f"decoding failed: {exc}") from exc
 
@@ -79,7 +88,7 @@ class Prefetcher:
 
     _DONE = object()
 
-    def __init__(self, items: Iterator[tuple[av.VideoFrame, float]], depth: int = 8) -> None:
+    def __init__(self, items: Iterator[MediaItem], depth: int = 32) -> None:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._items = items
         self._error: BaseException | None = None
@@ -103,14 +112,23 @@ class Prefetcher:
         finally:
             self._queue.put(self._DONE)
 
-    def next(self) -> tuple[av.VideoFrame, float] | None:
-        """The next item, or None at the end (blocking: call it from a worker thread)."""
+    def next_batch(self, limit: int = 64) -> list[MediaItem]:
+        """The next items (at least one, at most ``limit``), or [] at the end. Blocking:
+        call it from a worker thread. Batches save a thread hop per audio frame."""
+        batch: list[MediaItem] = []
         item = self._queue.get()
-        if item is self._DONE:
-            if self._error is not None:
-                raise self._error
-            return None
-        return item  # type: ignore[return-value]
+        while item is not self._DONE:
+            batch.append(item)  # type: ignore[arg-type]
+            if len(batch) >= limit:
+                return batch
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return batch
+        self._queue.put(self._DONE)  # the end stays the end for the next call
+        if self._error is not None and not batch:
+            raise self._error
+        return batch
 
     def close(self) -> None:
         self._stop.set()

@@ -23,6 +23,9 @@ from proctor.detectors.base import AUDIO_RATE, AudioSample, DetectorStream, Obse
 log = logging.getLogger("proctor.audio")
 
 MAX_QUEUED_SECONDS = 10.0
+# Analysed audio kept for cutting out speech segments (for the transcript). A segment
+# longer than this keeps its last part.
+RECENT_SECONDS = 60.0
 RESYNC_SECONDS = 0.25  # a jump larger than this between packets restarts the timeline
 
 
@@ -41,7 +44,7 @@ class AudioChunker:
         expected = None if self._start is None else self._start + self._buffered / AUDIO_RATE
         if expected is not None and abs(media_time - expected) > RESYNC_SECONDS:
             # Lost packets or a new track: what is buffered ends here.
-            chunks = self._flush()
+            chunks = self.flush()
             self._start = media_time
         else:
             chunks = []
@@ -55,7 +58,8 @@ class AudioChunker:
             chunks.append(self._take(self._chunk))
         return chunks
 
-    def _flush(self) -> list[AudioSample]:
+    def flush(self) -> list[AudioSample]:
+        """What is buffered, as a last (short) chunk."""
         return [self._take(self._buffered)] if self._buffered else []
 
     def _take(self, count: int) -> AudioSample:
@@ -82,6 +86,7 @@ class AudioPath:
         self._executor = executor
         self._on_observations = on_observations
         self._queue: deque[AudioSample] = deque(maxlen=int(MAX_QUEUED_SECONDS / chunk_seconds))
+        self._recent: deque[AudioSample] = deque(maxlen=int(RECENT_SECONDS / chunk_seconds))
         self._ready = asyncio.Event()
         self.chunks_analysed = 0
         self.chunks_dropped = 0
@@ -99,16 +104,45 @@ class AudioPath:
 
     async def run(self) -> None:
         """The session's audio task: analyse chunks in order, forever."""
-        loop = asyncio.get_running_loop()
         while True:
             await self._ready.wait()
             self._ready.clear()
-            while self._queue:
-                chunk = self._queue.popleft()
-                observations = await loop.run_in_executor(self._executor, self._analyse, chunk)
-                self.chunks_analysed += 1
-                self.newest_media_time = chunk.media_time + chunk.duration
-                await self._on_observations(observations)
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Analyse every queued chunk now (the live task's step; files call it directly)."""
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            chunk = self._queue.popleft()
+            observations = await loop.run_in_executor(self._executor, self._analyse, chunk)
+            self.chunks_analysed += 1
+            self.newest_media_time = chunk.media_time + chunk.duration
+            self._recent.append(chunk)
+            await self._on_observations(observations)
+
+    async def finish(self) -> None:
+        """The end of the audio: analyse the rest, then let stages report what is open."""
+        for chunk in self._chunker.flush():
+            self._queue.append(chunk)
+        await self.drain()
+        loop = asyncio.get_running_loop()
+        observations: list[Observation] = []
+        for _, stream in self._streams:
+            observations += await loop.run_in_executor(self._executor, stream.finish_audio)
+        await self._on_observations(sorted(observations, key=lambda o: o.media_time))
+
+    def cut(self, start: float, end: float) -> tuple[npt.NDArray[np.float32], float] | None:
+        """The analysed audio between two media times, and where it really starts."""
+        pieces = [c for c in self._recent
+                  if c.media_time < end and c.media_time + c.duration > start]
+        if not pieces:
+            return None
+        joined = np.concatenate([c.samples for c in pieces])
+        first = max(start, pieces[0].media_time)
+        offset = round((first - pieces[0].media_time) * AUDIO_RATE)
+        count = round((min(end, pieces[-1].media_time + pieces[-1].duration) - first)
+                      * AUDIO_RATE)
+        return joined[offset:offset + count], first
 
     def _analyse(self, chunk: AudioSample) -> list[Observation]:
         observations: list[Observation] = []

@@ -14,6 +14,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import numpy.typing as npt
 
@@ -23,13 +24,17 @@ from proctor.flags.model import Flag, new_id, utc_now_iso
 from proctor.flags.rules import rules_from_config
 from proctor.flags.tracker import FlagEvent
 from proctor.media.clock import MediaClock
-from proctor.media.file import Prefetcher, probe_video, sample_video
+from proctor.media.file import Prefetcher, probe_video, sample_media
 from proctor.metrics import Metrics
 from proctor.pipeline.session import SessionPipeline
 from proctor.report import build_report
-from proctor.store.base import SessionRecord, SessionStatus
+from proctor.store.base import SessionRecord, SessionStatus, TranscriptSegment
+from proctor.transcript import transcript_document
+from proctor.transcript.model import load_transcriber
+from proctor.transcript.worker import TranscriptWorker
 
 Progress = Callable[[float, float], None]  # (media seconds done, total seconds or 0)
+TRANSCRIPT_TIMEOUT_SECONDS = 3600.0
 
 
 class _CollectingSink:
@@ -37,9 +42,13 @@ class _CollectingSink:
 
     def __init__(self) -> None:
         self.flags: dict[str, Flag] = {}
+        self.transcript: list[TranscriptSegment] = []
 
     async def flag_event(self, event: FlagEvent) -> None:
         self.flags[event.flag.flag_id] = event.flag
+
+    async def transcript_segment(self, segment: TranscriptSegment) -> None:
+        self.transcript.append(segment)
 
     async def status(self, status: dict[str, Any]) -> None:
         return None
@@ -58,16 +67,23 @@ async def analyze_video(path: Path, config: Config, detectors: list[Detector], *
                            metadata={"source": path.name, "width": info.width,
                                      "height": info.height})
     sink = _CollectingSink()
+    transcriber = await asyncio.to_thread(load_transcriber, config.detectors.transcription,
+                                          config.data_dir)
+    transcript = (TranscriptWorker(record.session_id, transcriber, sink.transcript_segment)
+                  if transcriber is not None else None)
     own_pool = executor is None
     pool = executor or ThreadPoolExecutor(1, thread_name_prefix="proctor-offline")
     pipeline = SessionPipeline(
         session_id=record.session_id, candidate_id=candidate_id, config=config,
         detectors=detectors, executor=pool, rules=rules_from_config(config.flags.rules),
-        sink=sink, metrics=Metrics(), clock=MediaClock(), enrollment=enrollment)
+        sink=sink, metrics=Metrics(), clock=MediaClock(), enrollment=enrollment,
+        transcript=transcript)
     started = time.monotonic()
     try:
-        last = await _run(pipeline, path, config, pool, progress, info.duration or 0.0)
+        last = await _run(pipeline, path, config, progress, info.duration or 0.0)
         await pipeline.aclose(end_time=last)
+        if pipeline.transcript is not None:
+            await pipeline.transcript.drain(timeout=TRANSCRIPT_TIMEOUT_SECONDS)
     finally:
         if own_pool:
             pool.shutdown(wait=False)
@@ -76,22 +92,30 @@ async def analyze_video(path: Path, config: Config, detectors: list[Detector], *
                              "media_seconds": round(last, 2), "wall_seconds": round(wall, 2),
                              "speed": round(last / wall, 1) if wall > 0 else None}
     flags = sorted(sink.flags.values(), key=lambda f: (f.start, f.kind))
-    return build_report(record, flags, stats, config.scoring)
+    report = build_report(record, flags, stats, config.scoring)
+    report["transcript"] = transcript_document(sink.transcript)
+    return report
 
 
-async def _run(pipeline: SessionPipeline, path: Path, config: Config, pool: Executor,
+async def _run(pipeline: SessionPipeline, path: Path, config: Config,
                progress: Progress | None, total: float) -> float:
     loop = asyncio.get_running_loop()
-    frames = Prefetcher(sample_video(path, config.pipeline.analysis_fps))
+    media = Prefetcher(sample_media(path, config.pipeline.analysis_fps))
     last = 0.0
     try:
-        while (item := await loop.run_in_executor(None, frames.next)) is not None:
-            frame, last = item
-            await pipeline.analyse_frame(frame, last)
-            if progress is not None:
-                progress(last, total)
+        while batch := await loop.run_in_executor(None, media.next_batch):
+            for frame, media_time in batch:
+                if isinstance(frame, av.AudioFrame):
+                    pipeline.offer_audio(frame, media_time)
+                    continue
+                # Audio first: flags are judged on everything up to this frame.
+                await pipeline.audio.drain()
+                last = max(last, media_time)
+                await pipeline.analyse_frame(frame, media_time)
+                if progress is not None:
+                    progress(last, total)
     finally:
-        frames.close()
+        media.close()
     return last
 
 

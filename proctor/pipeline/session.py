@@ -34,6 +34,7 @@ from proctor.metrics import Metrics
 from proctor.pipeline.audio import AudioPath
 from proctor.pipeline.lips import LipHistory
 from proctor.tasks import BackgroundTasks
+from proctor.transcript.worker import TranscriptWorker
 
 log = logging.getLogger("proctor.pipeline")
 
@@ -73,6 +74,7 @@ class SessionPipeline:
                  sink: PipelineSink, metrics: Metrics, clock: MediaClock,
                  evidence: EvidenceRecorder | None = None,
                  enrollment: npt.NDArray[np.float32] | None = None,
+                 transcript: TranscriptWorker | None = None,
                  now: Callable[[], float] = time.monotonic) -> None:
         self.session_id = session_id
         self.config = config
@@ -81,13 +83,13 @@ class SessionPipeline:
         self._sink = sink
         self._metrics = metrics
         self._evidence = evidence
+        self.transcript = transcript
         self._now = now
         self.lips = LipHistory()
         context = StreamContext(session_id, candidate_id, enrollment,
                                 lip_movement=self.lips.movement)
         self._streams = [(d.name, d.stream(context)) for d in detectors if d.media == "video"]
         audio_streams = [(d.name, d.stream(context)) for d in detectors if d.media == "audio"]
-        self._video_detectors = {name for name, _ in self._streams} | {"link"}
         self.audio = AudioPath(session_id, config.pipeline.audio_chunk_seconds, audio_streams,
                                executor, self._observe_audio)
         self._detector_sources = {d.name: d.source for d in detectors}
@@ -107,8 +109,7 @@ class SessionPipeline:
         self._lags: deque[float] = deque(maxlen=LAG_WINDOW)
         self.flags: dict[str, Flag] = {}  # every flag so far, latest state
         self.last_faces: int | None = None
-        # Each detector's newest observation: its signals count until it speaks again,
-        # for at most signal_hold_seconds (detectors may skip frames).
+        # Each detector's newest observation, for live status and the report.
         self.last_observations: dict[str, Observation] = {}
         self.frames_received = 0
         self.frames_analysed = 0
@@ -151,12 +152,17 @@ class SessionPipeline:
     async def _observe_audio(self, observations: list[Observation]) -> None:
         """Audio observations carry their own media times; each feeds the tracker then."""
         for observation in observations:
-            self.last_observations[observation.detector] = observation
-            source = self._detector_sources.get(observation.detector, observation.detector)
-            for signal in observation.signals:
-                self._signal_sources[signal] = source
-            await self._apply(self.tracker.update(
-                observation.media_time, observation.signals, observation.confidences))
+            await self._feed(observation.media_time, [observation], with_telemetry=False)
+            self._transcribe(observation.details.get("segments", []))
+
+    def _transcribe(self, segments: list[dict[str, float]]) -> None:
+        """Speech segments the voice stage closed go to the transcript worker."""
+        if self.transcript is None:
+            return
+        for segment in segments:
+            cut = self.audio.cut(segment["start"], segment["end"])
+            if cut is not None:
+                self.transcript.submit(*cut)
 
     async def record_event(self, event_type: str, media_time: float) -> None:
         """Browser telemetry; copy is stored by the caller but makes no flag."""
@@ -222,19 +228,29 @@ class SessionPipeline:
         return observations
 
     async def _observe(self, media_time: float, observations: list[Observation]) -> None:
+        mesh = next((o for o in observations if o.detector == "landmarks"), None)
+        if mesh is not None:
+            self.lips.add(media_time, mesh.signals.get("mouth_open"))
+        faces = next((o for o in observations if o.detector == "faces"), None)
+        if faces is not None:
+            self.last_faces = int(faces.signals["face_count"])
+            self.single_face_frames += self.last_faces == 1
+        await self._feed(media_time, observations)
+
+    async def _feed(self, media_time: float, observations: list[Observation],
+                    with_telemetry: bool = True) -> None:
+        """Give the tracker what these observations saw now. Only fresh readings count: a
+        stage that skipped this frame leaves its rules alone (the tracker's gap
+        tolerance carries a run over a skipped frame), so no flag outlives its evidence."""
+        signals: dict[str, float] = dict(self._telemetry) if with_telemetry else {}
+        confidences: dict[str, float] = {}
         for observation in observations:
             self.last_observations[observation.detector] = observation
             source = self._detector_sources.get(observation.detector, observation.detector)
             for signal in observation.signals:
                 self._signal_sources[signal] = source
-        signals, confidences = self.current_signals(media_time)
-        signals.update(self._telemetry)
-        mesh = next((o for o in observations if o.detector == "landmarks"), None)
-        if mesh is not None:
-            self.lips.add(media_time, mesh.signals.get("mouth_open"))
-        if "face_count" in signals:
-            self.last_faces = int(signals["face_count"])
-            self.single_face_frames += self.last_faces == 1
+            signals.update(observation.signals)
+            confidences.update(observation.confidences)
         await self._apply(self.tracker.update(media_time, signals, confidences))
 
     async def _apply(self, events: list[FlagEvent]) -> None:
@@ -254,36 +270,35 @@ class SessionPipeline:
                 log.exception("session %s: delivering flag %s failed", self.session_id,
                               flag.flag_id)
 
-    def _note_link(self, media_time: float) -> None:
+    def _link(self, media_time: float) -> list[Observation]:
         """``video_lost`` / ``audio_lost``: nothing arrives although the peer is connected."""
         if not self.media_connected:
-            self.last_observations.pop("link", None)
-            return
+            return []
+        # Only silence is reported: while media flows, the stages' own signals
+        # (video_frozen, audio_silent) say all is well, at their own media times. A
+        # wall-clock "0" here would interleave with those and break their runs.
         pipeline = self.config.pipeline
-        signals = {"video_lost": float(self._quiet(self._last_frame_at,
-                                                   pipeline.video_timeout_seconds))}
-        if self.audio_expected:
-            signals["audio_lost"] = float(self._quiet(self._last_audio_at,
-                                                      pipeline.audio_timeout_seconds))
-        self.last_observations["link"] = Observation(
-            session_id=self.session_id, media_time=media_time, detector="link",
-            signals=signals)
+        signals = {}
+        if self._quiet(self._last_frame_at, pipeline.video_timeout_seconds):
+            signals["video_lost"] = 1.0
+        if self.audio_expected and self._quiet(self._last_audio_at,
+                                               pipeline.audio_timeout_seconds):
+            signals["audio_lost"] = 1.0
+        if not signals:
+            self.last_observations.pop("link", None)
+            return []
+        return [Observation(session_id=self.session_id, media_time=media_time,
+                            detector="link", signals=signals)]
 
     def _quiet(self, last: float | None, timeout: float) -> bool:
         return last is None or self._now() - last > timeout
 
-    def current_signals(self, media_time: float) -> tuple[dict[str, float], dict[str, float]]:
-        """Every detector's signals that are fresh enough to count at ``media_time``."""
-        hold = self.config.pipeline.signal_hold_seconds
-        signals: dict[str, float] = {}
-        confidences: dict[str, float] = {}
-        for name, observation in self.last_observations.items():
-            if name not in self._video_detectors:
-                continue  # audio observations feed the tracker at their own times
-            if media_time - observation.media_time <= hold + 1e-6:
-                signals.update(observation.signals)
-                confidences.update(observation.confidences)
-        return signals, confidences
+    def latest_signals(self) -> dict[str, float]:
+        """Every detector's newest reading, however old (for people watching live)."""
+        latest: dict[str, float] = {}
+        for observation in sorted(self.last_observations.values(), key=lambda o: o.media_time):
+            latest.update({k: round(v, 3) for k, v in observation.signals.items()})
+        return latest
 
     def _source_of(self, rule: Rule) -> str:
         return next((self._signal_sources[s] for s in rule.signals if s in self._signal_sources),
@@ -297,11 +312,8 @@ class SessionPipeline:
             if not self.clock.started:
                 continue
             media_time = self.clock.now()
-            self._note_link(media_time)
             # Between frames, this tick lets "hidden for 10 s" or "no video" move on.
-            signals, confidences = self.current_signals(media_time)
-            signals.update(self._telemetry)
-            await self._apply(self.tracker.update(media_time, signals, confidences))
+            await self._feed(media_time, self._link(media_time))
             try:
                 await self._sink.status(self.status(media_time))
             except Exception:
@@ -318,7 +330,7 @@ class SessionPipeline:
             "media_time": round(media_time, 2),
             "risk": self.risk(media_time),
             "faces": self.last_faces,
-            "signals": {k: round(v, 3) for k, v in self.current_signals(media_time)[0].items()},
+            "signals": self.latest_signals(),
             "open_flags": [str(f.kind) for f in self.tracker.open_flags],
             "lag_ms": round(self._lags[-1] * 1000, 1) if self._lags else None,
         }
@@ -352,6 +364,7 @@ class SessionPipeline:
             return
         self._closed = True
         await self._tasks.stop()
+        await self.audio.finish()
         await self._apply(self.tracker.close_all(
             self.clock.now() if end_time is None else end_time))
         if self._evidence is not None:

@@ -293,7 +293,9 @@ def load_transcriber(config: TranscriptionConfig,
     """
     if not config.enabled:
         return None
-    key = (config.model, config.compute_type, config.cpu_threads, str(data_dir.resolve()),
+    # Only the assembled base model lives under data_dir; tiny.en is the same everywhere.
+    where = str(data_dir.resolve()) if config.model == "base" else ""
+    key = (config.model, config.compute_type, config.cpu_threads, where,
            f"{config.beam_size}/{config.language}")
     with _loaded_lock:
         if key not in _loaded:
