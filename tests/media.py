@@ -30,30 +30,38 @@ def _fit(image: RgbImage, width: int, height: int, box: tuple[float, float, floa
 
 
 @cache
-def face_frame() -> RgbImage:
+def face_frame(width: int = WIDTH, height: int = HEIGHT) -> RgbImage:
     """One frontal face filling the frame as a laptop camera sees a candidate."""
-    return _fit(astronaut(), WIDTH, HEIGHT, (0.0, 0.0, 1.0, 0.75))
+    return _fit(astronaut(), width, height, (0.0, 0.0, 1.0, 0.75))
 
 
 @cache
-def empty_frame() -> RgbImage:
+def empty_frame(width: int = WIDTH, height: int = HEIGHT) -> RgbImage:
     """A real scene with texture and light but nobody in it (a cup on a table)."""
     from skimage import data
 
-    return _fit(data.coffee(), WIDTH, HEIGHT, (0.0, 0.0, 1.0, 1.0))
+    return _fit(data.coffee(), width, height, (0.0, 0.0, 1.0, 1.0))
 
 
 @cache
-def two_faces_frame() -> RgbImage:
+def two_faces_frame(width: int = WIDTH, height: int = HEIGHT) -> RgbImage:
     """Two real people side by side, both faces clearly visible."""
-    left = _fit(astronaut(), WIDTH // 2, HEIGHT, (0.15, 0.0, 0.85, 0.95))
-    right = _fit(grace_hopper(), WIDTH // 2, HEIGHT, (0.0, 0.0, 1.0, 0.85))
+    left = _fit(astronaut(), width // 2, height, (0.15, 0.0, 0.85, 0.95))
+    right = _fit(grace_hopper(), width - width // 2, height, (0.0, 0.0, 1.0, 0.85))
     return np.ascontiguousarray(np.concatenate([left, right], axis=1))
 
 
 def write_y4m(path: Path, frames: list[RgbImage], fps: int) -> Path:
-    """A yuv420p y4m (BT.601, limited range): what Chromium's fake camera plays."""
+    """A yuv420p y4m (BT.601, limited range): what Chromium's fake camera plays.
+
+    4:2:0 halves the chroma planes, so width and height must be even (Chromium shows
+    odd sizes as garbage rather than failing).
+    """
     height, width = frames[0].shape[:2]
+    if width % 2 or height % 2:
+        raise ValueError(f"y4m 4:2:0 needs an even width and height, not {width}x{height}")
+    if any(frame.shape != frames[0].shape for frame in frames):
+        raise ValueError("every frame of a y4m has the same size")
     with path.open("wb") as out:
         out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
         for rgb in frames:
