@@ -69,7 +69,6 @@ class PipelineConfig:
     workers: int = 2
     lag_warning_seconds: float = 1.0
     status_interval_seconds: float = 1.0
-    signal_hold_seconds: float = 1.0
     video_timeout_seconds: float = 1.0
     audio_chunk_seconds: float = 0.5
     audio_timeout_seconds: float = 2.0
@@ -112,6 +111,25 @@ class ObjectsConfig:
     """Phones, people, books, laptops, screens (proctor/detectors/objects.py)."""
 
     enabled: bool = True
+    fps: float = 5.0
+    tile_zoom: float = 1.25
+    person_threshold: float = 0.40
+    evidence_threshold: float = 0.35
+    box_floor: float = 0.2
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        # Checked here rather than in _validate, so this section stays self-contained.
+        prefix = "detectors.objects"
+        if self.fps <= 0:
+            raise ConfigError(f"{prefix}.fps", "must be positive")
+        if not 1 <= self.tile_zoom <= 3:
+            raise ConfigError(f"{prefix}.tile_zoom", "must be in [1, 3] (1: no tiles)")
+        for key in ("person_threshold", "evidence_threshold", "box_floor"):
+            if not 0 < getattr(self, key) <= 1:
+                raise ConfigError(f"{prefix}.{key}", "must be in (0, 1]")
+        if self.threads < 1:
+            raise ConfigError(f"{prefix}.threads", "must be positive")
 
 
 @dataclass(frozen=True)
@@ -351,7 +369,6 @@ _POSITIVE: dict[str, bool] = {
     "pipeline.analysis_fps": False,
     "pipeline.workers": False,
     "pipeline.status_interval_seconds": False,
-    "pipeline.signal_hold_seconds": True,
     "pipeline.video_timeout_seconds": False,
     "pipeline.audio_chunk_seconds": False,
     "pipeline.audio_timeout_seconds": False,

@@ -10,6 +10,7 @@ from proctor.detectors.camera import CameraDetector
 from proctor.detectors.faces import FaceDetector
 from proctor.detectors.identity import load_identity_detector
 from proctor.detectors.landmarks import LandmarksDetector
+from proctor.detectors.objects import ObjectDetector
 from proctor.detectors.speakers import load_speaker_detector
 from proctor.detectors.voice import VoiceDetector
 
@@ -23,6 +24,8 @@ def build_detectors(config: DetectorsConfig) -> list[Detector]:
         detectors.append(FaceDetector(config.faces))
     if config.landmarks.enabled:
         detectors.append(LandmarksDetector(config.landmarks))
+    if config.objects.enabled:
+        detectors.append(ObjectDetector(config.objects))
     if config.camera.enabled:
         detectors.append(CameraDetector(config.camera))
     if config.identity.enabled and (identity := load_identity_detector(config.identity)):

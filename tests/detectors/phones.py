@@ -146,6 +146,14 @@ def phone_cutouts(limit: int | None = None) -> list[Rgba]:
     return cutouts
 
 
+def phone_cutout(name: str) -> Rgba:
+    """One named photo's phone (e.g. ``"001HT.jpg"``), for tests that need a known one."""
+    cut = cut_out_phone(np.asarray(Image.open(stf_photo_dir() / name).convert("RGB")))
+    if cut is None:
+        raise ValueError(f"{name} shows no single upright phone")
+    return cut
+
+
 def _distinct_photos(folder: Path) -> list[Path]:
     # 118 devices share one "no photo" placeholder; keep each picture once.
     seen: set[str] = set()
@@ -359,15 +367,15 @@ def placement(scene: str, size: int, face: tuple[int, int, int, int],
     if scene == "hand":
         x = fx + fw / 2 + side * (fw * 0.55 + size * 0.35 + rng.uniform(0, 30))
         y = fy + fh * rng.uniform(0.3, 1.0)
-        return _inside(Placement(size, (x, y), angle=rng.uniform(-20, 20)), 0.8)
+        return keep_inside(Placement(size, (x, y), angle=rng.uniform(-20, 20)), 0.8)
     if scene == "front":
         x = fx + fw / 2 + rng.uniform(-0.6, 0.6) * fw
         y = fy + fh * 1.1 + size * 0.5 + rng.uniform(0, 20)
-        return _inside(Placement(size, (x, y), angle=rng.uniform(-12, 12)), 0.8)
+        return keep_inside(Placement(size, (x, y), angle=rng.uniform(-12, 12)), 0.8)
     if scene == "desk":
         x = rng.uniform(size * 0.6, WIDTH - size * 0.6)
         y = HEIGHT - size * 0.55 / 4 - rng.uniform(4, 30)
-        return _inside(Placement(size, (x, y), angle=rng.uniform(-10, 10), lying=True), 0.9)
+        return keep_inside(Placement(size, (x, y), angle=rng.uniform(-10, 10), lying=True), 0.9)
     if scene == "occluded":
         base = placement("hand", size, face, rng)
         if rng.random() < 0.5:
@@ -386,7 +394,7 @@ def _half_extent(place: Placement) -> tuple[float, float]:
     return place.size / 4, place.size / 2
 
 
-def _inside(place: Placement, keep: float) -> Placement:
+def keep_inside(place: Placement, keep: float = 1.0) -> Placement:
     """Move the object so that at least ``keep`` of its width and height lie in the frame."""
     half_w, half_h = _half_extent(place)
     mx, my = half_w * (2 * keep - 1), half_h * (2 * keep - 1)

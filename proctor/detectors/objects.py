@@ -1,0 +1,293 @@
+"""Phones, people, books, laptops and screens with a COCO CenterNet (``phone_detected``).
+
+The model is the MobileNetV3 CenterNet that npm ``@vladmandic/human@3.3.6`` ships as a
+TF.js graph, converted once to ONNX by ``models/convert_centernet.py``. It outputs a
+class heat map at a quarter of the input resolution plus box sides per cell; we decode
+only the five classes we use.
+
+Small phones are this model's weak spot: a phone 60–90 px tall in a 640×480 frame
+scores little on the whole frame, and about twice as often above threshold once the
+frame is enlarged (bench/phone_calibration.py). So each stream cycles through passes,
+one per processed frame, every pass costing about the same: the whole frame at 512 px
+wide, then four overlapping tiles of the frame enlarged ``tile_zoom`` times. A frame's
+``phone_confidence`` is the best phone score of the latest result of every pass within
+one cycle (the same phone seen whichever pass found it); counts come from the whole-frame
+pass only, because a person cut by a tile edge would be counted twice.
+
+Signals: ``phone_confidence`` (0 when no phone), ``person_count`` (backs
+``multiple_faces`` with ``face_count``: a second person whose face is not visible),
+``book_count``, ``laptop_count``, ``screen_count`` (evidence, no flag of their own).
+Details: boxes ``[x, y, w, h]`` in frame pixels with scores, and which pass ran.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from PIL import Image
+
+from proctor.config import ObjectsConfig
+from proctor.detectors.base import (
+    Detector,
+    DetectorStream,
+    Observation,
+    RgbImage,
+    StreamContext,
+    VideoSample,
+)
+
+MODEL_NAME = "centernet_coco"
+MODEL_SOURCE = "centernet-mobilenetv3@vladmandic-human-3.3.6"
+# COCO class indices in the model's 80-channel heat map (package/src/object/labels.ts).
+CLASSES: dict[str, tuple[int, ...]] = {
+    "person": (0,),
+    "screen": (62,),  # "tv": monitors and TVs
+    "laptop": (63,),
+    "phone": (67,),  # "cell phone"
+    "book": (73,),
+}
+_CHANNELS = [channel for channels in CLASSES.values() for channel in channels]
+STRIDE = 4  # heat-map cell in input pixels
+REFERENCE_WIDTH = 640  # the webcam width the pass sizes are chosen for
+FULL_WIDTH = 512  # the whole-frame pass: 640×480 becomes 512×384 (~20 ms on one core)
+TILE_SHARE = 0.55  # each tile covers this share of the enlarged frame's width and height
+PEAK_FLOOR = 0.1  # heat-map peaks below this are not decoded at all
+NMS_IOU = 0.5
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class ObjectsModelMissing(RuntimeError):
+    """models/centernet_coco.onnx is missing (see ``proctor models verify``)."""
+
+
+def model_path() -> Path:
+    """The CenterNet ONNX file named by the model manifest."""
+    from proctor.models import load_manifest
+
+    entry = next((e for e in load_manifest() if e.name == MODEL_NAME), None)
+    path = entry.path() if entry is not None else None
+    if path is None or not path.is_file():
+        raise ObjectsModelMissing(f"{MODEL_NAME} is missing: models/centernet_coco.onnx "
+                                  "ships with the repository")
+    return path
+
+
+@dataclass(frozen=True)
+class Box:
+    label: str
+    score: float
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"box": [round(self.x0, 1), round(self.y0, 1), round(self.x1 - self.x0, 1),
+                        round(self.y1 - self.y0, 1)], "score": round(self.score, 4)}
+
+
+@dataclass(frozen=True)
+class Window:
+    """One pass: the frame region ``(x, y, w, h)`` fed to the model at ``scale``."""
+
+    name: str
+    region: tuple[float, float, float, float]
+    scale: float
+
+
+def passes(width: int, height: int, tile_zoom: float) -> list[Window]:
+    """The whole frame first, then (when ``tile_zoom`` > 1) four overlapping tiles.
+
+    Scales are relative to a 640-px-wide frame, so a larger camera costs the same.
+    """
+    base = REFERENCE_WIDTH / width
+    whole = Window("frame", (0.0, 0.0, float(width), float(height)),
+                   base * FULL_WIDTH / REFERENCE_WIDTH)
+    if tile_zoom <= 1.0:
+        return [whole]
+    tile_w, tile_h = width * TILE_SHARE, height * TILE_SHARE
+    tiles = [
+        Window(f"tile {row * 2 + col}", (col * (width - tile_w), row * (height - tile_h),
+                                         tile_w, tile_h), base * tile_zoom)
+        for row in (0, 1) for col in (0, 1)
+    ]
+    return [whole, *tiles]
+
+
+class ObjectDetector(Detector):
+    name = "objects"
+    source = MODEL_SOURCE
+
+    def __init__(self, config: ObjectsConfig, path: Path | None = None) -> None:
+        options = ort.SessionOptions()
+        # One thread per run: sessions share the worker pool's threads instead of each
+        # run spreading over every core (run() is thread-safe on one InferenceSession).
+        options.intra_op_num_threads = config.threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            str(path or model_path()), sess_options=options,
+            providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        self.config = config
+
+    def stream(self, context: StreamContext) -> ObjectStream:
+        return ObjectStream(self)
+
+    def detect(self, image: RgbImage, window: Window) -> list[Box]:
+        """Every decoded box of our classes in one window, in frame pixels."""
+        batch, scale = _model_input(image, window)
+        heat, sides = self._session.run(None, {self._input: batch})
+        return _decode(heat[0], sides[0], scale, window.region[:2])
+
+
+def _model_input(image: RgbImage, window: Window) -> tuple[FloatArray, float]:
+    """The window resized by its scale, zero-padded to multiples of 32 (the net's stride)."""
+    x, y, w, h = window.region
+    out_w, out_h = max(32, round(w * window.scale)), max(32, round(h * window.scale))
+    resized = Image.fromarray(image).resize((out_w, out_h), Image.Resampling.BILINEAR,
+                                            box=(x, y, x + w, y + h))
+    batch = np.zeros((1, -(-out_h // 32) * 32, -(-out_w // 32) * 32, 3), np.float32)
+    batch[0, :out_h, :out_w] = np.asarray(resized)
+    return batch, out_w / w
+
+
+def _decode(heat: FloatArray, sides: FloatArray, scale: float,
+            origin: tuple[float, float]) -> list[Box]:
+    """Local maxima (3×3) of each class's heat map, with their boxes, non-max suppressed."""
+    boxes: list[Box] = []
+    for label, channels in CLASSES.items():
+        layer = heat[..., list(channels)].max(axis=-1)
+        rows, cols = np.nonzero((layer >= PEAK_FLOOR) & (layer >= _max_pool3(layer)))
+        found = []
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            left, top, right, bottom = sides[r, c].tolist()
+            cx, cy = c * STRIDE, r * STRIDE
+            found.append(Box(label, float(layer[r, c]),
+                             origin[0] + (cx - left) / scale, origin[1] + (cy - top) / scale,
+                             origin[0] + (cx + right) / scale, origin[1] + (cy + bottom) / scale))
+        boxes.extend(_nms(found))
+    return boxes
+
+
+def _max_pool3(layer: FloatArray) -> FloatArray:
+    padded = np.pad(layer, 1, constant_values=-1.0)
+    h, w = layer.shape
+    pooled: FloatArray = padded[:h, :w].copy()
+    for dy in range(3):
+        for dx in range(3):
+            np.maximum(pooled, padded[dy : dy + h, dx : dx + w], out=pooled)
+    return pooled
+
+
+def _nms(boxes: list[Box]) -> list[Box]:
+    kept: list[Box] = []
+    for box in sorted(boxes, key=lambda b: -b.score):
+        if all(_iou(box, other) < NMS_IOU for other in kept):
+            kept.append(box)
+    return kept
+
+
+def _iou(a: Box, b: Box) -> float:
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = (a.x1 - a.x0) * (a.y1 - a.y0) + (b.x1 - b.x0) * (b.y1 - b.y0) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class _PassResult:
+    media_time: float
+    boxes: list[Box] = field(default_factory=list)
+
+
+class ObjectStream(DetectorStream):
+    """One session: runs one pass per processed frame, at most ``fps`` times a second."""
+
+    def __init__(self, detector: ObjectDetector) -> None:
+        self._detector = detector
+        self._config = detector.config
+        self._interval = 1.0 / self._config.fps
+        self._next_pass = 0
+        self._last_run: float | None = None
+        self._results: dict[str, _PassResult] = {}
+
+    def process(self, sample: VideoSample) -> Observation | None:
+        if self._skips(sample.media_time):
+            return None
+        started = time.perf_counter()
+        height, width = sample.image.shape[:2]
+        windows = passes(width, height, self._config.tile_zoom)
+        window = windows[self._next_pass % len(windows)]
+        self._next_pass += 1
+        boxes = self._detector.detect(sample.image, window)
+        self._results[window.name] = _PassResult(sample.media_time, boxes)
+        cycle = len(windows) * self._interval
+        observation = self._observe(sample, window, cycle)
+        observation.processing_ms = (time.perf_counter() - started) * 1000
+        return observation
+
+    def _skips(self, media_time: float) -> bool:
+        """Below the analysis rate: skip frames until an interval has passed (a quarter
+        interval early is fine: frame times jitter around the analysis grid)."""
+        last = self._last_run
+        if last is not None and last <= media_time < last + 0.75 * self._interval:
+            return True
+        self._last_run = media_time
+        return False
+
+    def _observe(self, sample: VideoSample, window: Window, cycle: float) -> Observation:
+        # A result older than one cycle (plus slack) belongs to a scene that has moved on.
+        fresh = [r for r in self._results.values()
+                 if sample.media_time - r.media_time <= cycle * 1.5]
+        phones = _nms([b for r in fresh for b in r.boxes if b.label == "phone"])
+        whole = self._results.get("frame")
+        counted = whole.boxes if whole is not None and any(r is whole for r in fresh) else None
+        # Without a recent whole-frame pass the counts are unknown, not zero: they stay
+        # out (a rule's run bridges a missing reading within flags.gap_seconds).
+        signals, details = _counts(counted, self._config) if counted is not None else ({}, {})
+        phone = max((b.score for b in phones), default=0.0)
+        signals["phone_confidence"] = round(phone, 4)
+        details["phones"] = [b.as_dict() for b in phones if b.score >= self._config.box_floor]
+        details["pass"] = window.name
+        persons = [b.score for b in counted or []
+                   if b.label == "person" and b.score >= self._config.person_threshold]
+        return Observation(
+            session_id=sample.session_id, media_time=sample.media_time,
+            detector=self._detector.name, signals=signals,
+            confidences=_confidences(phone, persons if counted is not None else None),
+            details=details,
+        )
+
+
+def _confidences(phone: float, persons: list[float] | None) -> dict[str, float]:
+    confidences = {"phone_confidence": round(phone, 4)}
+    if persons is not None:
+        # The weakest person counted decides whether there really are that many.
+        confidences["person_count"] = round(min(persons), 4) if persons else 1.0
+    return confidences
+
+
+def _counts(boxes: list[Box], config: ObjectsConfig) -> tuple[dict[str, float],
+                                                              dict[str, Any]]:
+    """Counts and boxes of people and evidence objects from the whole-frame pass."""
+    thresholds = {"person": config.person_threshold, "book": config.evidence_threshold,
+                  "laptop": config.evidence_threshold, "screen": config.evidence_threshold}
+    signals: dict[str, float] = {}
+    details: dict[str, Any] = {}
+    for label, threshold in thresholds.items():
+        kept = [b for b in boxes if b.label == label and b.score >= threshold]
+        signals[f"{label}_count"] = float(len(kept))
+        details[f"{label}s"] = [b.as_dict() for b in kept]
+        details[f"{label}_score"] = round(max((b.score for b in boxes if b.label == label),
+                                              default=0.0), 4)
+    return signals, details
