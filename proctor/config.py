@@ -111,7 +111,7 @@ class ObjectsConfig:
     """Phones, people, books, laptops, screens (proctor/detectors/objects.py)."""
 
     enabled: bool = True
-    fps: float = 5.0
+    fps: float = 2.5
     tile_zoom: float = 1.25
     person_threshold: float = 0.40
     evidence_threshold: float = 0.35

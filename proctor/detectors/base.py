@@ -111,6 +111,10 @@ class Detector(ABC):
     name: str
     source: str  # "<model>@<version>", copied into the flags this detector backs
     media: str = "video"  # or "audio": which samples the pipeline hands its streams
+    # A heavy stage costs tens of milliseconds a frame. At most one runs per analysed
+    # frame: a later heavy stage skips the frame an earlier one used (its rules wait a
+    # frame), which keeps every frame's cost bounded.
+    heavy: bool = False
 
     @abstractmethod
     def stream(self, context: StreamContext) -> DetectorStream: ...

@@ -132,6 +132,7 @@ def cosine(a: Embedding, b: Embedding) -> float:
 
 class IdentityDetector(Detector):
     name = "identity"
+    heavy = True
 
     def __init__(self, config: IdentityConfig) -> None:
         self._detector_path, self._recognizer_path = model_files()

@@ -24,12 +24,14 @@ def build_detectors(config: DetectorsConfig) -> list[Detector]:
         detectors.append(FaceDetector(config.faces))
     if config.landmarks.enabled:
         detectors.append(LandmarksDetector(config.landmarks))
-    if config.objects.enabled:
-        detectors.append(ObjectDetector(config.objects))
     if config.camera.enabled:
         detectors.append(CameraDetector(config.camera))
+    # Heavy stages last, the occasional one (identity, every 2 s) before the steady one:
+    # the pipeline runs one heavy stage per frame, so objects yield to identity's check.
     if config.identity.enabled and (identity := load_identity_detector(config.identity)):
         detectors.append(identity)
+    if config.objects.enabled:
+        detectors.append(ObjectDetector(config.objects))
     if config.voice.enabled:
         detectors.append(VoiceDetector(config.voice))
     if config.speakers.enabled and (speakers := load_speaker_detector(config.speakers)):

@@ -88,7 +88,8 @@ class SessionPipeline:
         self.lips = LipHistory()
         context = StreamContext(session_id, candidate_id, enrollment,
                                 lip_movement=self.lips.movement)
-        self._streams = [(d.name, d.stream(context)) for d in detectors if d.media == "video"]
+        self._streams = [(d.name, d.stream(context), d.heavy)
+                         for d in detectors if d.media == "video"]
         audio_streams = [(d.name, d.stream(context)) for d in detectors if d.media == "audio"]
         self.audio = AudioPath(session_id, config.pipeline.audio_chunk_seconds, audio_streams,
                                executor, self._observe_audio)
@@ -219,12 +220,16 @@ class SessionPipeline:
         """Runs in a worker thread: frame conversion and every detector stage."""
         sample = VideoSample(self.session_id, media_time, _to_rgb(frame))
         observations = []
-        for name, stream in self._streams:
+        heavy_ran = False
+        for name, stream, heavy in self._streams:
+            if heavy and heavy_ran:
+                continue  # one heavy stage per frame (see Detector.heavy)
             observation = stream.process(sample)
             if observation is not None:
                 self._metrics.stage_seconds.labels(name).observe(
                     observation.processing_ms / 1000)
                 observations.append(observation)
+                heavy_ran = heavy_ran or heavy
         return observations
 
     async def _observe(self, media_time: float, observations: list[Observation]) -> None:
@@ -369,7 +374,7 @@ class SessionPipeline:
             self.clock.now() if end_time is None else end_time))
         if self._evidence is not None:
             await self._evidence.aclose()
-        for _, stream in self._streams:
+        for _, stream, _ in self._streams:
             stream.close()
 
 
