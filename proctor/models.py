@@ -85,3 +85,19 @@ def check(entry: ModelEntry, verify: bool) -> ModelStatus:
     if verify and sha256_of(path) != entry.sha256:
         return ModelStatus(entry, path, "checksum mismatch")
     return ModelStatus(entry, path, "ok")
+
+
+class ModelMissing(RuntimeError):
+    """A model file the manifest names is not where it should be."""
+
+
+def model_file(name: str) -> Path:
+    """The file of the manifest entry ``name``, or ModelMissing saying which is absent."""
+    entry = next((e for e in load_manifest() if e.name == name), None)
+    if entry is None:
+        raise ModelMissing(f"no model {name!r} in the manifest")
+    path = entry.path()
+    if path is None or not path.is_file():
+        raise ModelMissing(f"model file {entry.file} ({entry.package}) is missing; "
+                           "`proctor models verify` lists what is in place")
+    return path

@@ -38,7 +38,7 @@ from proctor.detectors.base import (
     StreamContext,
     VideoSample,
 )
-from proctor.models import load_manifest
+from proctor.models import ModelMissing, model_file
 
 log = logging.getLogger("proctor.detectors.identity")
 
@@ -64,27 +64,17 @@ Embedding = npt.NDArray[np.float32]
 _Models = tuple[Any, Any]  # (cv2.FaceDetectorYN, cv2.FaceRecognizerSF)
 
 
-class IdentityModelMissing(RuntimeError):
-    """The YuNet or SFace ONNX file is missing (see ``proctor models verify``)."""
-
 
 def model_files() -> tuple[Path, Path]:
     """The YuNet and SFace ONNX files, located through the model manifest."""
-    entries = {entry.name: entry for entry in load_manifest()}
-    paths = []
-    for name in (DETECTOR_MODEL, RECOGNIZER_MODEL):
-        path = entries[name].path()
-        if path is None:
-            raise IdentityModelMissing(f"model file {entries[name].file} is missing")
-        paths.append(path)
-    return paths[0], paths[1]
+    return model_file(DETECTOR_MODEL), model_file(RECOGNIZER_MODEL)
 
 
 def load_identity_detector(config: IdentityConfig) -> IdentityDetector | None:
     """The detector, or None with a log line when its model files are not installed."""
     try:
         return IdentityDetector(config)
-    except IdentityModelMissing as exc:
+    except ModelMissing as exc:
         log.warning("identity detector off (no identity_mismatch flags): %s", exc)
         return None
 

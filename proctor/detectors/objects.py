@@ -42,6 +42,7 @@ from proctor.detectors.base import (
     StreamContext,
     VideoSample,
 )
+from proctor.models import model_file
 
 MODEL_NAME = "centernet_coco"
 MODEL_SOURCE = "centernet-mobilenetv3@vladmandic-human-3.3.6"
@@ -64,20 +65,9 @@ NMS_IOU = 0.5
 FloatArray = npt.NDArray[np.float32]
 
 
-class ObjectsModelMissing(RuntimeError):
-    """models/centernet_coco.onnx is missing (see ``proctor models verify``)."""
-
-
 def model_path() -> Path:
     """The CenterNet ONNX file named by the model manifest."""
-    from proctor.models import load_manifest
-
-    entry = next((e for e in load_manifest() if e.name == MODEL_NAME), None)
-    path = entry.path() if entry is not None else None
-    if path is None or not path.is_file():
-        raise ObjectsModelMissing(f"{MODEL_NAME} is missing: models/centernet_coco.onnx "
-                                  "ships with the repository")
-    return path
+    return model_file(MODEL_NAME)
 
 
 @dataclass(frozen=True)

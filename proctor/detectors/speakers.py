@@ -58,6 +58,7 @@ from proctor.detectors.base import (
     Observation,
     StreamContext,
 )
+from proctor.models import ModelMissing, model_file
 
 log = logging.getLogger("proctor.detectors.speakers")
 
@@ -93,21 +94,12 @@ LEARN_AGREE = 0.80
 CONFIDENT_MARGIN = 0.15
 
 
-class SpeakerModelMissing(RuntimeError):
-    """The converted GE2E weights are not where the package or the repository keeps them."""
-
 
 def model_path() -> Path:
     """The converted GE2E weights named by the model manifest (models/ in a checkout,
-    proctor/models_data/ in an installed wheel)."""
-    from proctor.models import load_manifest
-
-    entry = next((e for e in load_manifest() if e.name == MODEL_NAME), None)
-    path = entry.path() if entry is not None else None
-    if path is None or not path.is_file():
-        raise SpeakerModelMissing(f"{MODEL_NAME} ({MODEL_FILE}) is missing: it ships with the "
-                                  "repository; python models/convert_ge2e.py rebuilds it")
-    return path
+    proctor/models_data/ in an installed wheel; python models/convert_ge2e.py rebuilds
+    them)."""
+    return model_file(MODEL_NAME)
 
 
 # Mel spectrogram ------------------------------------------------------------------
@@ -361,7 +353,7 @@ def load_speaker_detector(config: SpeakersConfig) -> SpeakerDetector | None:
     """The detector, or None with a log line when the converted weights are missing."""
     try:
         return SpeakerDetector(config)
-    except SpeakerModelMissing as exc:
+    except ModelMissing as exc:
         log.warning("speakers detector off (no multiple_speakers flags): %s", exc)
         return None
 

@@ -63,6 +63,7 @@ from proctor.detectors.base import (
     Observation,
     StreamContext,
 )
+from proctor.models import model_file
 
 log = logging.getLogger("proctor.detectors.voice")
 
@@ -88,9 +89,6 @@ _FFT_SIZE = 2 * PITCH_SPAN  # zero-padded: a linear, not circular, autocorrelati
 
 FloatArray = npt.NDArray[np.float32]
 
-
-class VoiceModelMissing(RuntimeError):
-    """models/silero_vad.onnx (or its packaged copy) is not where the manifest says."""
 
 
 @dataclass(frozen=True)
@@ -122,14 +120,7 @@ class _Windows:
 
 def model_path() -> Path:
     """The Silero VAD ONNX file named by the model manifest."""
-    from proctor.models import load_manifest
-
-    entry = next((e for e in load_manifest() if e.name == MODEL_NAME), None)
-    path = entry.path() if entry is not None else None
-    if path is None or not path.is_file():
-        raise VoiceModelMissing(f"{MODEL_NAME} ({entry.file if entry else '?'}) is missing: "
-                                "models/silero_vad.onnx ships with the repository")
-    return path
+    return model_file(MODEL_NAME)
 
 
 class VoiceDetector(Detector):

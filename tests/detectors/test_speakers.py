@@ -36,7 +36,7 @@ from proctor.detectors.speakers import (
     mel_frames,
     model_path,
 )
-from proctor.models import check, load_manifest
+from proctor.models import ModelMissing, check, load_manifest
 from tests import audio_media as media
 from tests.audio_media import Audio, Turn
 from tests.detectors.speaker_scoring import (
@@ -398,7 +398,7 @@ def test_bad_values_name_their_key(key: str, value: float) -> None:
 def test_missing_weights_switch_the_detector_off(monkeypatch: pytest.MonkeyPatch,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     def missing() -> Path:
-        raise speakers.SpeakerModelMissing("ge2e_speaker.npz not found")
+        raise ModelMissing("ge2e_speaker.npz not found")
 
     monkeypatch.setattr(speakers, "model_path", missing)
     assert load_speaker_detector(SpeakersConfig()) is None
