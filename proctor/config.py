@@ -303,6 +303,7 @@ class RuleConfig:
     signal: tuple[str, ...]  # one name, or several: the most extreme present value counts
     op: str = ">="
     instant: bool = False
+    gap_seconds: float | None = None  # this row's lapse tolerance (default flags.gap_seconds)
     low: LevelRule | None = None
     moderate: LevelRule | None = None
     high: LevelRule | None = None
@@ -554,6 +555,8 @@ def _validate_rules(rules: tuple[RuleConfig, ...]) -> None:
         seen.add(rule.kind)
         if rule.op not in _OPS:
             raise ConfigError(f"{key}.op", f"must be one of {' '.join(_OPS)}")
+        if rule.gap_seconds is not None and rule.gap_seconds < 0:
+            raise ConfigError(f"{key}.gap_seconds", "must be zero or more")
         levels = [(name, lvl) for name in ("low", "moderate", "high")
                   if (lvl := getattr(rule, name)) is not None]
         if not levels:

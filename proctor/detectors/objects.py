@@ -243,9 +243,10 @@ class ObjectStream(DetectorStream):
                  if sample.media_time - r.media_time <= cycle * 1.5]
         phones = _nms([b for r in fresh for b in r.boxes if b.label == "phone"])
         whole = self._results.get("frame")
-        counted = whole.boxes if whole is not None and any(r is whole for r in fresh) else None
-        # Without a recent whole-frame pass the counts are unknown, not zero: they stay
-        # out (a rule's run bridges a missing reading within flags.gap_seconds).
+        counted = whole.boxes if window.name == "frame" and whole is not None else None
+        # Counts come only from this frame's whole-frame pass: an older count would keep
+        # a second person "present" after they left. Between those passes the counts
+        # are unknown, not zero, and stay out (multiple_faces' gap_seconds bridges them).
         signals, details = _counts(counted, self._config) if counted is not None else ({}, {})
         phone = max((b.score for b in phones), default=0.0)
         signals["phone_confidence"] = round(phone, 4)

@@ -44,6 +44,9 @@ class Rule:
     signals: tuple[str, ...]
     levels: tuple[Level, ...]  # ordered low → high
     instant: bool = False
+    # A lapse shorter than this keeps a run going; None: the tracker's default. A rule
+    # fed by a stage that samples slowly (people every 2 s) needs a longer one.
+    gap_seconds: float | None = None
 
     @property
     def signal(self) -> str:
@@ -70,7 +73,7 @@ def rule_from_config(row: RuleConfig) -> Rule:
         if level is not None:
             levels.append(Level(severity, level.op or row.op, level.threshold, level.seconds))
     return Rule(kind=FlagKind(row.kind), signals=row.signal, levels=tuple(levels),
-                instant=row.instant)
+                instant=row.instant, gap_seconds=row.gap_seconds)
 
 
 def rules_from_config(rows: Iterable[RuleConfig]) -> tuple[Rule, ...]:

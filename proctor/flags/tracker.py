@@ -122,8 +122,9 @@ class FlagTracker:
         # A run that ends now forgets its times; the flag's end is the last time held.
         last_held = max((r.last_held for r in state.runs if r.last_held is not None),
                         default=None)
+        gap = state.rule.gap_seconds if state.rule.gap_seconds is not None else self.gap_seconds
         for level, run in zip(state.rule.levels, state.runs, strict=True):
-            run.feed(t, level.holds(value), self.gap_seconds)
+            run.feed(t, level.holds(value), gap)
         if level_holds_any(state.rule.levels, value):
             self._note(state, value, confidence)
         elif state.flag is None and not any(run.active for run in state.runs):

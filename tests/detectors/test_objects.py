@@ -52,15 +52,20 @@ def _phone(name: str) -> np.ndarray:
 
 
 def _cycle(detector: ObjectDetector, image: np.ndarray, seed: int = 0) -> Observation:
-    """One second of a still scene: every pass once, each on a fresh webcam-like copy."""
+    """A still scene for one cycle: every pass once, each on a fresh webcam-like copy.
+    The last pass's observation, with the people counted on the whole-frame pass."""
     rng = np.random.default_rng(seed)
     stream = detector.stream(StreamContext("s", "c"))
     interval = 1.0 / detector.config.fps
-    observation = None
+    observations = []
     for step in range(len(passes(640, 480, detector.config.tile_zoom))):
         observation = stream.process(VideoSample("s", step * interval, media.webcam(image, rng)))
-    assert observation is not None
-    return observation
+        assert observation is not None
+        observations.append(observation)
+    counts = {k: v for k, v in observations[0].signals.items() if k.endswith("_count")}
+    assert all(not any(k.endswith("_count") for k in o.signals) for o in observations[1:])
+    observations[-1].signals.update(counts)
+    return observations[-1]
 
 
 def _held(frame: media.FaceFrame, where: str) -> media.Placement:

@@ -29,8 +29,12 @@ def _quiet_value(level: Level) -> float:
     return level.threshold - 100 if level.op in (">", ">=", "==") else level.threshold + 100
 
 
-def _drive(rule: Rule, value: float, seconds: float, tail: float = 2.0) -> list[FlagEvent]:
-    """Hold ``value`` from t=1.0 for ``seconds`` (inclusive samples), then go quiet."""
+def _drive(rule: Rule, value: float, seconds: float, tail: float | None = None
+           ) -> list[FlagEvent]:
+    """Hold ``value`` from t=1.0 for ``seconds`` (inclusive samples), then go quiet long
+    enough for the rule's gap to close the flag."""
+    if tail is None:
+        tail = max(2.0, (rule.gap_seconds or 0.0) + 1.0)
     tracker = FlagTracker("s1", "c1", (rule,))
     quiet = _quiet_value(rule.levels[0])
     events: list[FlagEvent] = []
@@ -179,3 +183,22 @@ def test_policy_disables_and_overrides() -> None:
         apply_policy(RULES, {"disable": ["no_such_kind"]})
     with pytest.raises(PolicyError):
         apply_policy(RULES, {"rules": {"head_turned": {"moderate": {"op": "<"}}}})
+
+
+def test_a_rules_own_gap_bridges_a_slow_stage() -> None:
+    """People are counted every 2 s; faces every 0.2 s see only one: the run holds."""
+    rule = next(r for r in RULES if r.kind == FlagKind.MULTIPLE_FACES)
+    assert rule.gap_seconds is not None and rule.gap_seconds > 2.0
+    tracker = FlagTracker("s", "c", (rule,), gap_seconds=0.5)
+    events: list[FlagEvent] = []
+    for i in range(31):  # 6 s at 5 fps; a person count of 2 every 2 s
+        t = round(i * 0.2, 6)
+        signals = {"face_count": 1.0}
+        if i % 10 == 0:
+            signals["person_count"] = 2.0
+        events += tracker.update(t, signals)
+    assert [e.change for e in events] == [FlagChange.OPENED]
+    assert events[0].flag.start == 0.0
+    events = tracker.update(9.0, {"face_count": 1.0, "person_count": 1.0})
+    assert [e.change for e in events] == [FlagChange.CLOSED]
+    assert events[0].flag.end == pytest.approx(6.0)
