@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tests.detectors import photos
+from tests.detectors.phones import FACE_BOXES as PORTRAIT_BOXES
 from tests.detectors.webcam import jpeg, webcam_frame
 
 Rgb = npt.NDArray[np.uint8]
@@ -135,12 +136,7 @@ def _spans(scenes: tuple[Scene, ...], kinds_of: Callable[[Scene], tuple[str, ...
 # portraits (the same boxes as tests/detectors/phones.py), the short-range one for the
 # cameraman. webcam_frame scales the photo so the face is face_px wide.
 FACE_BOXES: dict[str, tuple[float, float, float, float]] = {
-    "astronaut": (174, 68, 104, 104),
-    "grace_hopper": (166, 128, 200, 200),
-    "biden": (425, 228, 334, 334),
-    "obama": (355, 134, 287, 287),
-    "obama2": (141, 271, 350, 350),
-    "obama3": (658, 332, 305, 305),
+    **PORTRAIT_BOXES,
     "cameraman": (180, 122, 85, 85),  # near-profile, facing the image's right
 }
 # Frontal, eyes on the camera: astronaut, Grace Hopper and Obama within 5° of the lens,

@@ -39,7 +39,7 @@ FACE_RECOGNITION_SDIST = "face_recognition==1.3.0"
 
 # Face boxes (x, y, w, h) in each source photo, found once with MediaPipe's full-range
 # face detector; frames are cut around them like a webcam at arm's length would see.
-_FACE_BOXES: dict[str, tuple[int, int, int, int]] = {
+FACE_BOXES: dict[str, tuple[int, int, int, int]] = {
     "astronaut": (174, 68, 104, 104),
     "grace_hopper": (166, 128, 200, 200),
     "biden": (425, 228, 334, 334),
@@ -223,7 +223,7 @@ def face_frames(extra: bool = False, zooms: tuple[float, ...] = (4.2,)) -> list[
     frames: dict[str, FaceFrame] = {}
     for name, image in _source_portraits(extra).items():
         for zoom in zooms:
-            frame = frame_around_face(name, image, _FACE_BOXES[name], zoom)
+            frame = frame_around_face(name, image, FACE_BOXES[name], zoom)
             frames.setdefault(frame.name, frame)  # a small photo caps the zoom: once each
     return list(frames.values())
 
@@ -251,7 +251,7 @@ def frame_around_face(
 def two_people_frame() -> Rgb:
     """Two real people side by side, each in one half of a 640×480 frame."""
     halves = [
-        frame_around_face(name, image, _FACE_BOXES[name], 2.6, WIDTH // 2, HEIGHT).image
+        frame_around_face(name, image, FACE_BOXES[name], 2.6, WIDTH // 2, HEIGHT).image
         for name, image in _source_portraits(extra=False).items()
     ]
     return np.ascontiguousarray(np.hstack(halves))
