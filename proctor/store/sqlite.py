@@ -114,13 +114,15 @@ class SqliteStore:
         return conn
 
     async def _configure(self, conn: aiosqlite.Connection) -> None:
+        # First, so everything after waits for another connection's lock instead of
+        # failing at once (switching to WAL needs a moment of exclusive access).
+        await conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
         # WAL lets readers run while the pipeline writes; NORMAL sync is safe under WAL
         # (a crash can lose the last commits, never corrupt the file).
         await conn.execute("PRAGMA journal_mode = WAL")
         await conn.execute("PRAGMA synchronous = NORMAL")
         # SQLite ignores REFERENCES ... ON DELETE CASCADE unless asked, per connection.
         await conn.execute("PRAGMA foreign_keys = ON")
-        await conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
 
     async def close(self) -> None:
         """Close the connection; later calls raise StoreUnavailable. Safe to repeat."""
