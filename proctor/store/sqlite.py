@@ -13,6 +13,7 @@ import base64
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -119,10 +120,25 @@ class SqliteStore:
         await conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
         # WAL lets readers run while the pipeline writes; NORMAL sync is safe under WAL
         # (a crash can lose the last commits, never corrupt the file).
-        await conn.execute("PRAGMA journal_mode = WAL")
+        await self._use_wal(conn)
         await conn.execute("PRAGMA synchronous = NORMAL")
         # SQLite ignores REFERENCES ... ON DELETE CASCADE unless asked, per connection.
         await conn.execute("PRAGMA foreign_keys = ON")
+
+    async def _use_wal(self, conn: aiosqlite.Connection) -> None:
+        """Switch the file to WAL. SQLite answers "locked" at once, without waiting out
+        busy_timeout, when another connection is mid-transaction (a second server
+        migrating the same file): so wait and retry here, within the same timeout."""
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                cursor = await conn.execute("PRAGMA journal_mode = WAL")
+                await cursor.close()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
 
     async def close(self) -> None:
         """Close the connection; later calls raise StoreUnavailable. Safe to repeat."""
