@@ -92,21 +92,3 @@ class Flag:
             "source": self.source,
             "created_at": self.created_at,
         }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Flag:
-        evidence = data.get("evidence") or {}
-        return cls(
-            flag_id=data["flag_id"],
-            session_id=data["session_id"],
-            candidate_id=data["candidate_id"],
-            kind=FlagKind(data["kind"]),
-            severity=Severity(data["severity"]),
-            start=float(data["start"]),
-            end=None if data.get("end") is None else float(data["end"]),
-            confidence=float(data.get("confidence", 1.0)),
-            evidence=Evidence(clip_id=evidence.get("clip_id"),
-                              metrics=dict(evidence.get("metrics") or {})),
-            source=data.get("source", ""),
-            created_at=data.get("created_at") or utc_now_iso(),
-        )
