@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from proctor.flags.model import new_id, utc_now_iso
 from proctor.media.file import MediaError, decode_image, probe_video
@@ -20,12 +20,12 @@ from signaling.auth import Role
 from signaling.errors import ApiError
 from signaling.keys import CONFIG_KEY, HUB_KEY
 from signaling.routes import API, authenticate
+from signaling.uploads import read_upload, read_upload_bytes
 
 log = logging.getLogger("proctor.analysis")
 routes = web.RouteTableDef()
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
-CHUNK = 1 << 16
 FINISHED_JOBS_KEPT = 200
 
 
@@ -108,39 +108,15 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[JOBS_KEY].close()
 
 
-async def _body_parts(request: web.Request, field_names: tuple[str, ...]
-                      ) -> tuple[Any, str]:
-    """A stream to read the upload from, and its file name."""
-    if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
-        async for part in reader:
-            if isinstance(part, BodyPartReader) and part.name in field_names:
-                return part, part.filename or part.name or "upload"
-        raise ApiError(400, "bad_request", f"send the file in a field named {field_names[0]!r}")
-    return request.content, "upload"
-
-
-async def _read_limited(stream: Any, limit: int, sink: Any) -> int:
-    size = 0
-    while chunk := (await stream.read_chunk(CHUNK) if isinstance(stream, BodyPartReader)
-                    else await stream.read(CHUNK)):
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "too_large", f"the upload is larger than {limit} bytes")
-        sink(chunk)
-    if size == 0:
-        raise ApiError(400, "bad_request", "the upload is empty")
-    return size
-
-
 @routes.post(f"{API}/analyze/frame")
 async def analyze_frame(request: web.Request) -> web.Response:
     await authenticate(request, Role.INTEGRATOR)
-    stream, _ = await _body_parts(request, ("image", "photo", "file"))
-    chunks: list[bytes] = []
-    await _read_limited(stream, MAX_IMAGE_BYTES, chunks.append)
+    data = await read_upload_bytes(request, ("image", "photo", "file"), MAX_IMAGE_BYTES,
+                                   "image")
+    if not data:
+        raise ApiError(400, "bad_request", "the upload is empty")
     try:
-        image = decode_image(b"".join(chunks))
+        image = decode_image(data)
     except MediaError as exc:
         raise ApiError(400, "not_an_image", str(exc)) from exc
     hub = request.app[HUB_KEY]
@@ -160,14 +136,16 @@ async def analyze_frame(request: web.Request) -> web.Response:
 async def analyze_video_upload(request: web.Request) -> web.Response:
     await authenticate(request, Role.INTEGRATOR)
     jobs = request.app[JOBS_KEY]
-    stream, filename = await _body_parts(request, ("video", "file"))
-    job = Job(job_id=new_id(), filename=Path(filename).name)
+    job_id = new_id()
     jobs.upload_dir.mkdir(parents=True, exist_ok=True)
-    path = jobs.upload_dir / f"{job.job_id}.upload"
+    path = jobs.upload_dir / f"{job_id}.upload"
     try:
         with path.open("wb") as handle:
-            await _read_limited(stream, request.app[CONFIG_KEY].server.max_upload_bytes,
-                                handle.write)
+            filename, size = await read_upload(
+                request, ("video", "file"), request.app[CONFIG_KEY].server.max_upload_bytes,
+                "video", handle.write)
+        if size == 0:
+            raise ApiError(400, "bad_request", "the upload is empty")
         await asyncio.get_running_loop().run_in_executor(None, probe_video, path)
     except MediaError as exc:
         path.unlink(missing_ok=True)
@@ -175,6 +153,7 @@ async def analyze_video_upload(request: web.Request) -> web.Response:
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+    job = Job(job_id=job_id, filename=Path(filename).name)
     jobs.submit(job, path, request.app)
     return web.json_response({"job_id": job.job_id, "status": job.status}, status=202)
 

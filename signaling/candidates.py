@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from proctor.detectors.identity import EmbeddingResult, IdentityDetector
 from proctor.enrollment import enrollment_cipher, seal_enrollment
@@ -22,6 +21,7 @@ from signaling.errors import ApiError
 from signaling.keys import CONFIG_KEY, HUB_KEY, STORE_KEY
 from signaling.live import SessionHub
 from signaling.routes import API, authenticate
+from signaling.uploads import read_upload_bytes
 
 log = logging.getLogger("proctor.candidates")
 routes = web.RouteTableDef()
@@ -31,9 +31,7 @@ routes = web.RouteTableDef()
 MAX_PHOTO_BYTES = 10 * 1024 * 1024
 PHOTO_FIELD = "photo"
 MAX_CANDIDATE_ID = 200
-_CHUNK = 1 << 16
 
-_ChunkReader = Callable[[int], Awaitable[bytes]]
 
 
 def _candidate_id(request: web.Request) -> str:
@@ -85,48 +83,10 @@ def _embed_photo(detector: IdentityDetector, data: bytes) -> EmbeddingResult:
 
 
 async def _read_photo(request: web.Request) -> bytes:
-    if (request.content_length or 0) > MAX_PHOTO_BYTES:
-        raise _too_large()
-    if request.content_type.startswith("multipart/"):
-        data = await _multipart_photo(request)
-    else:
-        data = await _read_bounded(request.content.read, _Budget())
+    data = await read_upload_bytes(request, (PHOTO_FIELD,), MAX_PHOTO_BYTES, "photo")
     if not data:
         raise ApiError(400, "not_an_image", "the photo is empty")
     return data
-
-
-async def _multipart_photo(request: web.Request) -> bytes:
-    budget = _Budget()  # shared by every part, so junk fields cannot bypass the limit
-    photo: bytes | None = None
-    async for part in await request.multipart():
-        if not isinstance(part, BodyPartReader):
-            raise ApiError(400, "bad_request", "nested multipart is not supported")
-        data = await _read_bounded(part.read_chunk, budget)
-        if part.name == PHOTO_FIELD and photo is None:
-            photo = data
-    if photo is None:
-        raise ApiError(400, "bad_request", f"send the photo in a field named '{PHOTO_FIELD}'")
-    return photo
-
-
-class _Budget:
-    def __init__(self) -> None:
-        self.left = MAX_PHOTO_BYTES
-
-
-async def _read_bounded(read: _ChunkReader, budget: _Budget) -> bytes:
-    chunks: list[bytes] = []
-    while chunk := await read(_CHUNK):
-        budget.left -= len(chunk)
-        if budget.left < 0:
-            raise _too_large()
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large() -> ApiError:
-    return ApiError(413, "too_large", f"the photo is larger than {MAX_PHOTO_BYTES} bytes")
 
 
 # Erasure ---------------------------------------------------------------------------
