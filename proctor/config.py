@@ -169,6 +169,16 @@ class CameraConfig:
     flat_edges: float = 0.005
     frozen_max_change: float = 0.02
 
+    def __post_init__(self) -> None:
+        prefix = "detectors.camera"
+        if not 0 <= self.dark_luma <= 255:
+            raise ConfigError(f"{prefix}.dark_luma", "must be a luma in [0, 255]")
+        for key in ("flat_std", "frozen_max_change"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{prefix}.{key}", "must be zero or more")
+        if not 0 <= self.flat_edges <= 1:
+            raise ConfigError(f"{prefix}.flat_edges", "must be a share in [0, 1]")
+
 
 @dataclass(frozen=True)
 class VoiceConfig:

@@ -71,3 +71,11 @@ def test_missing_or_broken_file_is_named(tmp_path: Path) -> None:
     broken.write_text("server: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(broken, env={})
+
+
+@pytest.mark.parametrize(("key", "value"), [("DARK_LUMA", "300"), ("FLAT_EDGES", "2"),
+                                            ("FROZEN_MAX_CHANGE", "-1")])
+def test_camera_values_are_checked(key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(env={f"PROCTOR_DETECTORS__CAMERA__{key}": value})
+    assert caught.value.key == f"detectors.camera.{key.lower()}"
