@@ -24,6 +24,7 @@ from signaling.analysis import jobs_ctx
 from signaling.analysis import routes as analysis_routes
 from signaling.auth import TokenSigner, hash_api_key, load_or_create_secret
 from signaling.candidates import routes as candidate_routes
+from signaling.cors import cors_middleware
 from signaling.errors import error_middleware
 from signaling.ice import restrict_host_addresses
 from signaling.keys import (
@@ -51,7 +52,8 @@ def static_dir() -> Path:
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body_bytes,
-                          middlewares=[error_middleware])
+                          middlewares=[cors_middleware(config.server.cors_origins),
+                                       error_middleware])
     app[CONFIG_KEY] = config
     app[CONFIG_API_KEYS] = frozenset(hash_api_key(k) for k in config.auth.api_keys)
     app[METRICS_KEY] = Metrics()

@@ -66,7 +66,6 @@ Floats = npt.NDArray[np.float32]
 Embedding = Floats  # unit length, EMBEDDING_SIZE numbers
 
 MODEL_NAME = "ge2e_speaker"  # the manifest entry (models/manifest.json)
-MODEL_FILE = "ge2e_speaker.npz"
 MODEL_VERSION = "ge2e-resemblyzer-0.1.4"
 EMBEDDING_SIZE = 256
 

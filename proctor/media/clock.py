@@ -34,12 +34,6 @@ class MediaClock:
             return 0.0
         return self._now() - self._origin
 
-    def wall_of(self, media_time: float) -> float:
-        """The monotonic wall time at which ``media_time`` was (or will be) live."""
-        if self._origin is None:
-            return self._now()
-        return self._origin + media_time
-
     def stamp(self, track: object, pts_seconds: float | None) -> float:
         """Media time of a frame from ``track`` carrying ``pts_seconds``."""
         if self._origin is None:

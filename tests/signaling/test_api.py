@@ -176,3 +176,25 @@ async def test_static_pages_are_served(client: TestClient, tmp_path: Path) -> No
         response = await client.get(f"/static/{page}")
         assert response.status == 200, page
     assert API_KEY  # the fixture app accepts the configured key
+
+
+async def test_cors_only_for_configured_origins(
+        aiohttp_client: Any, tmp_path: Path, api_headers: dict[str, str]) -> None:
+    from signaling.app import create_app
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path, server={"cors_origins": ["https://exam.example.org"]})
+    client = await aiohttp_client(create_app(config))
+    preflight = await client.options("/api/v1/sessions", headers={
+        "Origin": "https://exam.example.org", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert preflight.status == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://exam.example.org"
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    allowed = await client.post("/api/v1/sessions", json={"candidate_id": "c"},
+                                headers={**api_headers, "Origin": "https://exam.example.org"})
+    assert allowed.status == 201
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://exam.example.org"
+    refused = await client.get("/api/v1/sessions/nope", headers={
+        **api_headers, "Origin": "https://elsewhere.example"})
+    assert refused.status == 404 and "Access-Control-Allow-Origin" not in refused.headers
