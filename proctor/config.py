@@ -294,8 +294,10 @@ class EvidenceConfig:
     pre_seconds: float = 2.0
     post_seconds: float = 2.0
     max_clip_seconds: float = 60.0
-    fps: float = 15.0
-    bitrate: int = 600_000
+    fps: float = 5.0
+    max_width: int = 640  # wider frames are scaled down (aspect kept) before encoding
+    preset: str = "ultrafast"  # libx264 preset
+    bitrate: int = 300_000
     keyframe_seconds: float = 1.0
     audio_bitrate: int = 64_000  # AAC, mono 48 kHz; 0: clips without sound
 
@@ -387,6 +389,7 @@ _POSITIVE: dict[str, bool] = {
     "evidence.post_seconds": True,
     "evidence.max_clip_seconds": False,
     "evidence.fps": False,
+    "evidence.max_width": False,
     "evidence.bitrate": False,
     "evidence.keyframe_seconds": False,
     "flags.gap_seconds": True,
@@ -394,6 +397,7 @@ _POSITIVE: dict[str, bool] = {
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "detectors.faces.model": ("short_range", "full_range"),
+    "evidence.preset": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"),
 }
 _OPS = ("<", "<=", ">", ">=", "==")
 

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from aiohttp import web
 from proctor.flags.model import new_id, utc_now_iso
 from proctor.media.file import MediaError, decode_image, probe_video
 from proctor.pipeline.offline import analyze_image, analyze_video
+from proctor.threads import named_pool
 from signaling.auth import Role
 from signaling.errors import ApiError
 from signaling.keys import CONFIG_KEY, HUB_KEY
@@ -52,7 +52,7 @@ class AnalysisJobs:
     def __init__(self, upload_dir: Path) -> None:
         self.upload_dir = upload_dir
         self.jobs: dict[str, Job] = {}
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="proctor-jobs")
+        self._executor = named_pool(1, "jobs")
         self._turn = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 

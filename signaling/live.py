@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +46,7 @@ from proctor.store.base import (
     Store,
     TranscriptSegment,
 )
+from proctor.threads import named_pool
 from proctor.transcript import transcript_document
 from proctor.transcript.worker import SpeechToText, TranscriptWorker
 from signaling.channels import ChannelSender, error_message, parse_message
@@ -153,10 +153,8 @@ class SessionHub:
         self.metrics = metrics
         self.detectors = detectors
         self.rules = rules_from_config(config.flags.rules)
-        self.inference = ThreadPoolExecutor(config.pipeline.workers,
-                                            thread_name_prefix="proctor-infer")
-        self.encoding = ThreadPoolExecutor(config.pipeline.workers,
-                                           thread_name_prefix="proctor-evidence")
+        self.inference = named_pool(config.pipeline.workers, "infer")
+        self.encoding = named_pool(config.pipeline.workers, "evidence")
         self.sessions: dict[str, LiveSession] = {}
         self.watchers: set[RTCPeerConnection] = set()
         self._locks: dict[str, asyncio.Lock] = {}

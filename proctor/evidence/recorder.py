@@ -56,9 +56,6 @@ log = logging.getLogger("proctor.evidence")
 
 # 90 kHz is the usual video clock: exact for common frame rates, and MP4-friendly.
 TIME_BASE = Fraction(1, 90_000)
-# veryfast keeps CABAC and the deblocking filter (much better quality per bit than
-# ultrafast at 600 kbit/s) and still costs only a few ms per 640×480 frame.
-X264_PRESET = "veryfast"
 # A safety net only: keyframes are forced by media time (see _H264Encoder._force_key).
 _GOP_SAFETY_FACTOR = 4
 _SLOT_OFFSET = 0.4  # see _FrameGate
@@ -181,9 +178,7 @@ class _H264Encoder:
     def _open(self, frame: av.VideoFrame) -> av.VideoCodecContext:
         cfg = self._config
         ctx = av.CodecContext.create("libx264", "w")
-        # yuv420p needs even dimensions.
-        ctx.width = max(2, frame.width - frame.width % 2)
-        ctx.height = max(2, frame.height - frame.height % 2)
+        ctx.width, ctx.height = encoded_size(frame.width, frame.height, cfg.max_width)
         ctx.pix_fmt = "yuv420p"
         ctx.time_base = TIME_BASE
         ctx.framerate = Fraction(cfg.fps).limit_denominator(1001)
@@ -194,7 +189,7 @@ class _H264Encoder:
         # SPS/PPS go to extradata (the MP4 avcC box) instead of in-band.
         ctx.flags |= Flags.global_header
         ctx.options = {
-            "preset": X264_PRESET,
+            "preset": cfg.preset,
             "tune": "zerolatency",  # no B-frames, no lookahead: one packet per frame
             "forced-idr": "1",  # a forced keyframe is an IDR, so a clip can start there
             "maxrate": str(cfg.bitrate),
@@ -224,6 +219,14 @@ class _H264Encoder:
                 self._last_key = encoded.time
             out.append(encoded)
         return out
+
+
+def encoded_size(width: int, height: int, max_width: int) -> tuple[int, int]:
+    """The recording's size for a first frame of ``width`` × ``height``: at most
+    ``max_width`` wide with the aspect kept, both even (yuv420p needs it)."""
+    if width > max_width:
+        height, width = round(height * max_width / width), max_width
+    return max(2, width - width % 2), max(2, height - height % 2)
 
 
 @dataclass(frozen=True, slots=True)

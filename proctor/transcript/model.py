@@ -28,7 +28,6 @@ import math
 import os
 import shutil
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from proctor.config import TranscriptionConfig
 from proctor.flags.model import new_id, utc_now_iso
 from proctor.models import sha256_of
 from proctor.store.base import TranscriptSegment
+from proctor.threads import named_pool
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class WhisperTranscriber:
         self._model: Any = self._load_niced()
         # Not niced itself: this thread takes the GIL (features, tokens, alignment), and a
         # starved thread holding the GIL would stall the event loop on a busy machine.
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="transcribe")
+        self.executor = named_pool(1, "transcribe")
         self.multilingual = bool(self._model.model.is_multilingual)
         # "whisper-tiny.en", "whisper-base", or the folder's name for a model given by path.
         name = model_dir.name if "/" in config.model else config.model
@@ -168,8 +168,8 @@ class WhisperTranscriber:
     def _load_niced(self) -> Any:
         """Load on a short-lived niced thread: CTranslate2's worker and compute threads,
         which do the heavy work without the GIL, start from it and inherit its nice."""
-        with ThreadPoolExecutor(1, thread_name_prefix="transcribe-load",
-                                initializer=_lower_priority) as loader:
+        with named_pool(1, "transcribe-load",
+                        initializer=_lower_priority) as loader:
             return loader.submit(self._load).result()
 
     def _load(self) -> Any:

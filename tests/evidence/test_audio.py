@@ -33,7 +33,7 @@ from tests.evidence.test_recorder import Clips, make_frame, read_index
 FPS = 15.0
 RATE = 48_000
 FRAME_SAMPLES = 960  # 20 ms, as Opus decodes
-CONFIG = EvidenceConfig()
+CONFIG = EvidenceConfig(fps=FPS)  # every pushed frame recorded
 TONE = 0.05  # amplitude of the background tone
 BEEP = 0.8  # amplitude of a marker beep
 BEEP_SECONDS = 0.1

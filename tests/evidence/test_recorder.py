@@ -11,6 +11,7 @@ import itertools
 import json
 import logging
 import shutil
+import statistics
 import subprocess
 import threading
 import time
@@ -25,12 +26,14 @@ import pytest
 
 from proctor.config import EvidenceConfig
 from proctor.evidence import EvidenceRecorder
+from proctor.evidence.recorder import encoded_size
 from proctor.store.base import ClipRecord
 
 FPS = 15.0
 WIDTH, HEIGHT = 320, 240
 INDEX_BITS = 10  # frame numbers up to 1023 (68 s at 15 fps)
-CONFIG = EvidenceConfig()  # pre 2, post 2, max 60, 15 fps, keyframe 1 s
+# The recorder at 15 fps, so every pushed frame can be read back.
+CONFIG = EvidenceConfig(fps=15.0)  # pre 2, post 2, max 60, keyframe 1 s
 EPS = 1e-6
 
 
@@ -337,3 +340,34 @@ async def test_clip_without_video_is_skipped_and_failures_are_contained(
     recorder.push_video(make_frame(90), 6.0)  # after close: ignored, no error
     with pytest.raises(ValueError):
         recorder.open_clip("../escape", "flag", start=1.0)
+
+
+def test_encoded_size_keeps_aspect_within_max_width() -> None:
+    assert encoded_size(640, 480, 480) == (480, 360)
+    assert encoded_size(1280, 720, 480) == (480, 270)
+    assert encoded_size(320, 240, 480) == (320, 240)  # never enlarged
+    assert encoded_size(321, 241, 480) == (320, 240)  # even, for yuv420p
+
+
+async def test_default_recording_is_small_and_at_the_analysis_rate(
+        tmp_path: Path, executor: ThreadPoolExecutor, clips: Clips) -> None:
+    """The shipped defaults: 1280x720 at 15 fps in, 640x360 at 5 fps recorded."""
+    config = EvidenceConfig()
+    rec = EvidenceRecorder("sess-small", config, tmp_path, executor, clips)
+    rec.open_clip("small", "flag", start=2.0)
+    rec.close_clip("small", end=3.0)
+    for index in range(0, 120):  # 8 s at 15 fps
+        rec.push_video(make_frame(index, 1280, 720), index / FPS)
+        if index % 5 == 4:
+            await wait_encoded(rec, index / FPS - 1 / config.fps)
+    await clips.wait_for(1)
+    await rec.aclose()
+    path = Path(clips.records[0].path)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height) == (640, 360)
+        times = [float(f.time) for f in container.decode(stream)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert statistics.median(gaps) == pytest.approx(1 / config.fps, abs=1e-3)
+    assert max(gaps) <= 1 / config.fps + 1e-3
+    assert times[-1] - times[0] >= 3.0 - 1 / config.fps  # 2 s lead-in + 1 s flag + 2 s after
