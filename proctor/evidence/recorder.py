@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import io
 import logging
 import math
@@ -67,6 +68,10 @@ _AUDIO_SLACK_SECONDS = 2.0
 # A due clip waits for audio to be encoded up to its end, but no longer than this much
 # more video: audio that far behind has stopped (muted, ended), not lagged.
 _AUDIO_GRACE_SECONDS = 1.0
+# Queued frames are encoded in one executor job per this much time, not one per frame:
+# audio arrives every 20 ms, and a job per frame cost more (thread hand-offs, task
+# creation on the event loop) than encoding did. Both queues hold 2 s, so nothing drops.
+ENCODE_BATCH_SECONDS = 0.5
 
 ClipCallback = Callable[[ClipRecord], Awaitable[None]]
 
@@ -362,6 +367,7 @@ class EvidenceRecorder:
         executor: concurrent.futures.Executor,
         on_clip: ClipCallback,
         lookback_seconds: float = 0.0,
+        batch_seconds: float = ENCODE_BATCH_SECONDS,
     ) -> None:
         self._session_id = session_id
         # A flag is opened only once its condition has lasted a while, with its start
@@ -391,6 +397,9 @@ class EvidenceRecorder:
         self._tasks: set[asyncio.Task[None]] = set()
         self._encode_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
+        self._batch_seconds = batch_seconds
+        self._closing = asyncio.Event()  # cuts a batch's wait short at close
+        self.encode_jobs = 0  # executor jobs run for encoding (batching keeps it low)
 
     # -- public API ------------------------------------------------------------
 
@@ -487,9 +496,13 @@ class EvidenceRecorder:
         loop = asyncio.get_running_loop()
         try:
             while self._queue or self._audio_queue:
+                if self._batch_seconds > 0 and not self._closing.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._closing.wait(), self._batch_seconds)
                 video, audio = list(self._queue), list(self._audio_queue)
                 self._queue.clear()
                 self._audio_queue.clear()
+                self.encode_jobs += 1
                 packets, sound = await loop.run_in_executor(
                     self._executor, self._encode_job, video, audio)
                 self._absorb(packets, sound)
@@ -676,6 +689,7 @@ class EvidenceRecorder:
     # -- lifecycle ---------------------------------------------------------------
 
     async def _close(self) -> None:
+        self._closing.set()
         if self._encode_task is not None:
             await asyncio.wait({self._encode_task})  # it drains the queue, then ends
         packets, sound = await asyncio.get_running_loop().run_in_executor(

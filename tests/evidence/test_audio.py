@@ -199,7 +199,8 @@ def executor() -> Iterator[ThreadPoolExecutor]:
 
 def recorder(tmp_path: Path, executor: ThreadPoolExecutor, clips: Clips,
              config: EvidenceConfig = CONFIG) -> EvidenceRecorder:
-    return EvidenceRecorder("sess-a", config, tmp_path / "clips", executor, clips)
+    return EvidenceRecorder("sess-a", config, tmp_path / "clips", executor, clips,
+                            batch_seconds=0.0)  # a job per frame: tests step frame by frame
 
 
 # -- tests ------------------------------------------------------------------------------
@@ -444,7 +445,7 @@ async def test_push_audio_never_blocks(tmp_path: Path) -> None:
     release = threading.Event()
     busy.submit(release.wait)  # the only worker is taken
     clips = Clips()
-    rec = EvidenceRecorder("sess-b", CONFIG, tmp_path, busy, clips)
+    rec = EvidenceRecorder("sess-b", CONFIG, tmp_path, busy, clips, batch_seconds=0.0)
     audio = signal(6.0, beeps=())
     frames = [webrtc_frame(audio[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES])
               for i in range(300)]

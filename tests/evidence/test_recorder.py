@@ -26,7 +26,7 @@ import pytest
 
 from proctor.config import EvidenceConfig
 from proctor.evidence import EvidenceRecorder
-from proctor.evidence.recorder import encoded_size
+from proctor.evidence.recorder import ENCODE_BATCH_SECONDS, encoded_size
 from proctor.store.base import ClipRecord
 
 FPS = 15.0
@@ -98,7 +98,8 @@ def clips() -> Clips:
 async def recorder(
     tmp_path: Path, executor: ThreadPoolExecutor, clips: Clips
 ) -> AsyncIterator[EvidenceRecorder]:
-    rec = EvidenceRecorder("sess-1", CONFIG, tmp_path / "clips", executor, clips)
+    rec = EvidenceRecorder("sess-1", CONFIG, tmp_path / "clips", executor, clips,
+                           batch_seconds=0.0)  # a job per frame: tests step frame by frame
     yield rec
     await rec.aclose()
 
@@ -225,7 +226,7 @@ async def test_max_clip_seconds_keeps_first_part(
     tmp_path: Path, executor: ThreadPoolExecutor, clips: Clips
 ) -> None:
     config = replace(CONFIG, max_clip_seconds=3.0)
-    rec = EvidenceRecorder("sess-2", config, tmp_path, executor, clips)
+    rec = EvidenceRecorder("sess-2", config, tmp_path, executor, clips, batch_seconds=0.0)
     await feed(rec, range(0, 68))  # to 4.47
     rec.open_clip("never-closed", "f1", start=4.0)
     rec.open_clip("long", "f2", start=4.0)
@@ -284,7 +285,7 @@ async def test_push_video_never_blocks(tmp_path: Path, clips: Clips) -> None:
     busy = ThreadPoolExecutor(max_workers=1)
     release = threading.Event()
     busy.submit(release.wait)  # the only worker is taken
-    rec = EvidenceRecorder("sess-3", CONFIG, tmp_path, busy, clips)
+    rec = EvidenceRecorder("sess-3", CONFIG, tmp_path, busy, clips, batch_seconds=0.0)
     frames = [make_frame(i) for i in range(100)]
     slowest = 0.0
     for index, frame in enumerate(frames):
@@ -356,12 +357,15 @@ async def test_default_recording_is_small_and_at_the_analysis_rate(
     rec = EvidenceRecorder("sess-small", config, tmp_path, executor, clips)
     rec.open_clip("small", "flag", start=2.0)
     rec.close_clip("small", end=3.0)
-    for index in range(0, 120):  # 8 s at 15 fps
+    started = time.monotonic()
+    for index in range(0, 90):  # 6 s at 15 fps, in real time
         rec.push_video(make_frame(index, 1280, 720), index / FPS)
-        if index % 5 == 4:
-            await wait_encoded(rec, index / FPS - 1 / config.fps)
+        await asyncio.sleep(max(0.0, started + (index + 1) / FPS - time.monotonic()))
     await clips.wait_for(1)
     await rec.aclose()
+    # Frames are encoded in batches, not one executor job per frame.
+    assert rec.encode_jobs <= 6 / ENCODE_BATCH_SECONDS + 2
+    assert rec.dropped_frames == 0
     path = Path(clips.records[0].path)
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
