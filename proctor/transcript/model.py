@@ -13,9 +13,9 @@ A missing model switches transcription off with one log line: :func:`load_transc
 returns None and sessions run without a transcript.
 
 CPU: one thread per process calls the model (:attr:`WhisperTranscriber.executor`), whose
-``cpu_threads`` compute threads run at a lower scheduling priority (nice +10) than the
-rest of the server, so on a busy machine the live detectors win and the transcript lags
-instead (it catches up later, see :mod:`proctor.transcript.worker`). They wait passively
+``cpu_threads`` compute threads run only on CPU time the rest of the server leaves idle
+(SCHED_IDLE; where refused, nice +19), so on a busy machine the live detectors win and
+the transcript lags instead (it catches up later, see :mod:`proctor.transcript.worker`). They wait passively
 (``OMP_WAIT_POLICY=PASSIVE``) rather than spinning on cores the live path needs.
 """
 
@@ -53,9 +53,9 @@ BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 _MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 _BASE_STAMP = "assembled.json"
 
-# Added to the transcription threads' nice value (Linux: per thread, inherited by the
-# threads they start), so the live path gets the CPU first.
-NICE_INCREMENT = 10
+# Where SCHED_IDLE is refused: added to the transcription threads' nice value (Linux:
+# per thread, inherited by the threads they start), so the live path gets the CPU first.
+NICE_INCREMENT = 19
 
 
 class ModelUnavailable(RuntimeError):
@@ -142,10 +142,18 @@ def _atomic_write(destination: Path, data: bytes) -> None:
 
 
 def _lower_priority() -> None:
-    """Executor initializer: nice this thread (and the threads it will start)."""
+    """Executor initializer: this thread, and the threads it starts, run only on CPU time
+    the live path leaves idle (Linux SCHED_IDLE; else the lowest nice). Transcription is
+    the background lane: under load it waits, and whatever is left when the session ends
+    is transcribed then (see TranscriptWorker)."""
+    tid = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
-                       os.getpriority(os.PRIO_PROCESS, 0) + NICE_INCREMENT)
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        return
+    except (AttributeError, OSError) as exc:
+        log.debug("transcription: no SCHED_IDLE (%s); lowering its nice value", exc)
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, 0) + NICE_INCREMENT)
     except (AttributeError, OSError) as exc:  # not Linux, or not permitted: run as is
         log.debug("transcription: cannot lower thread priority: %s", exc)
 
