@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import yaml
 
 ENV_PREFIX = "PROCTOR_"
+AUTO = "auto"
 
 
 class ConfigError(ValueError):
@@ -59,8 +60,21 @@ class IceServer:
 class RtcConfig:
     ice_host_addresses: tuple[str, ...] = ()
     ice_servers: tuple[IceServer, ...] = ()
-    max_sessions: int = 64
+    # Live sessions this node admits; None is "auto": measured at start-up
+    # (proctor/capacity.py). Read the effective figure from the hub, not from here.
+    max_sessions: int | None = None
+    target_utilisation: float = 0.8
+    session_overhead_cores: float = 0.15
     connect_timeout_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        # Checked here rather than in _validate, so this section stays self-contained.
+        if self.max_sessions is not None and self.max_sessions < 1:
+            raise ConfigError("rtc.max_sessions", "must be 'auto' or 1 or more")
+        if not 0 < self.target_utilisation <= 1:
+            raise ConfigError("rtc.target_utilisation", "must be in (0, 1]")
+        if self.session_overhead_cores < 0:
+            raise ConfigError("rtc.session_overhead_cores", "must be zero or more")
 
 
 @dataclass(frozen=True)
@@ -377,7 +391,6 @@ _POSITIVE: dict[str, bool] = {
     "server.max_body_bytes": False,
     "server.max_upload_bytes": False,
     "auth.token_ttl_seconds": False,
-    "rtc.max_sessions": False,
     "rtc.connect_timeout_seconds": False,
     "pipeline.analysis_fps": False,
     "pipeline.workers": False,
@@ -395,6 +408,8 @@ _POSITIVE: dict[str, bool] = {
     "flags.gap_seconds": True,
     "scoring.risk_half_life_seconds": False,
 }
+# Keys that take ``auto`` or an integer; ``auto`` loads as None.
+_AUTO_KEYS = frozenset({"rtc.max_sessions"})
 _CHOICES: dict[str, tuple[str, ...]] = {
     "detectors.faces.model": ("short_range", "full_range"),
     "evidence.preset": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"),
@@ -495,6 +510,8 @@ def _build(cls: type[T], data: Any, prefix: str) -> T:
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
+    if key in _AUTO_KEYS:
+        return _auto_or_count(value, key)
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -529,6 +546,15 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             return str(value)
         raise ConfigError(key, f"expected a string, got {value!r}")
     raise ConfigError(key, f"unsupported type {hint!r}")  # pragma: no cover - a coding error
+
+
+def _auto_or_count(value: Any, key: str) -> int | None:
+    """``auto`` (None: decided at start-up) or a whole number."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ConfigError(key, f"expected 'auto' or a whole number, got {value!r}")
 
 
 def _join(prefix: str, name: str) -> str:

@@ -12,8 +12,23 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.sessions_live = Gauge("proctor_sessions_live", "Sessions with a connected peer",
+        self.sessions_live = Gauge("proctor_sessions_live", "Sessions live on this node",
                                    registry=r)
+        self.sessions_capacity = Gauge(
+            "proctor_sessions_capacity",
+            "Live sessions this node admits (rtc.max_sessions, configured or measured)",
+            registry=r)
+        self.load = Gauge(
+            "proctor_load",
+            "The busier of live/capacity and the process's CPU share of its usable cores "
+            "over the last 10 s (1: full)", registry=r)
+        self.cpu_share = Gauge(
+            "proctor_cpu_share",
+            "The process's CPU use over the last 10 s as a share of its usable cores",
+            registry=r)
+        self.offers_refused = Counter(
+            "proctor_offers_refused_total",
+            "Candidate offers answered 503 because the node was at capacity", registry=r)
         self.frames_received = Counter("proctor_frames_received_total",
                                        "Video frames received from candidates", registry=r)
         self.frames_analysed = Counter("proctor_frames_analysed_total",

@@ -88,6 +88,7 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     transcriber = await asyncio.to_thread(load_transcriber, config.detectors.transcription,
                                           config.data_dir)
     hub = SessionHub(config, app[STORE_KEY], bus, app[METRICS_KEY], detectors, transcriber)
+    await hub.plan_capacity()
     app[HUB_KEY] = hub
     yield
     await hub.close()

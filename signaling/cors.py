@@ -15,6 +15,7 @@ from signaling.errors import Handler
 ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type"
 MAX_AGE = "600"
+EXPOSE_HEADERS = "Retry-After"  # a full node's 503 says when to try again
 
 
 def cors_middleware(origins: tuple[str, ...]) -> Middleware:
@@ -33,6 +34,7 @@ def cors_middleware(origins: tuple[str, ...]) -> Middleware:
         else:
             response = await handler(request)
         response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
         response.headers["Vary"] = "Origin"
         return response
 

@@ -25,6 +25,13 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import SessionDescription
 
 from proctor.bus import EventBus, Message, session_topic
+from proctor.capacity import (
+    RETRY_AFTER_SECONDS,
+    CapacityPlan,
+    CpuMeter,
+    plan_capacity,
+    usable_cores,
+)
 from proctor.config import Config
 from proctor.detectors.base import Detector
 from proctor.detectors.identity import Embedding
@@ -156,6 +163,11 @@ class SessionHub:
         self.inference = named_pool(config.pipeline.workers, "infer")
         self.encoding = named_pool(config.pipeline.workers, "evidence")
         self.sessions: dict[str, LiveSession] = {}
+        # The session limit: rtc.max_sessions, or one until plan_capacity() has measured.
+        limit = config.rtc.max_sessions
+        self.capacity = CapacityPlan(limit or 1, "config" if limit else "unmeasured")
+        self.cpu = CpuMeter(usable_cores())
+        self._admitting: set[str] = set()  # given a slot, not yet in self.sessions
         self.watchers: set[RTCPeerConnection] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Task[Any]] = set()  # transcripts finishing after /end
@@ -172,14 +184,42 @@ class SessionHub:
                 # it ended while we waited for the lock
                 raise ApiError(409, "session_ended", "this session has ended")
             session = self.sessions.get(record.session_id)
-            if session is None and len(self.sessions) >= self.config.rtc.max_sessions:
-                raise ApiError(503, "at_capacity", "this node has no room for another session")
-            pc = RTCPeerConnection(rtc_configuration(self.config))
-            session = session or await self._go_live(record)
-            self._wire_peer(session, pc)
-            answer = await answer_offer(pc, sdp, sdp_type)
-            await self._replace_peer(session, pc)
-            return answer
+            if session is None:  # a reconnect of a session live here is always admitted
+                self._admit(record.session_id)
+            try:
+                pc = RTCPeerConnection(rtc_configuration(self.config))
+                session = session or await self._go_live(record)
+                self._wire_peer(session, pc)
+                answer = await answer_offer(pc, sdp, sdp_type)
+                await self._replace_peer(session, pc)
+                return answer
+            finally:
+                self._admitting.discard(record.session_id)
+
+    def live_count(self) -> int:
+        """Sessions holding a slot: live here, or on their way (admitted, going live).
+        A slot is freed when the session leaves ``sessions``: at its end (POST /end, or
+        shutdown). A session whose peer dropped keeps its slot for its reconnect."""
+        return len(self.sessions) + len(self._admitting)
+
+    def _admit(self, session_id: str) -> None:
+        """Give a new session a slot, or refuse it (503) with nothing stored or changed."""
+        limit = self.capacity.max_sessions
+        if self.live_count() >= limit:
+            self.metrics.offers_refused.inc()
+            log.info("session %s refused: at capacity (%d live)", session_id, limit)
+            plural = "" if limit == 1 else "s"
+            raise ApiError(503, "at_capacity",
+                           f"This server is full: it is already running its limit of {limit}"
+                           f" live session{plural}. Please try again in"
+                           f" {RETRY_AFTER_SECONDS} s.",
+                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        self._admitting.add(session_id)
+
+    async def plan_capacity(self) -> None:
+        """At start-up: this node's session limit, configured or measured (logged)."""
+        self.capacity = await plan_capacity(self.config, self.detectors, self.inference)
+        self.metrics.sessions_capacity.set(self.capacity.max_sessions)
 
     async def load_enrollment(self, candidate_id: str) -> Embedding | None:
         """The candidate's decrypted face embedding, or None (not enrolled, or unusable)."""

@@ -10,7 +10,7 @@ ROUTES: tuple[tuple[str, str, str, str, int], ...] = (
     ("get", "/sessions", "integrator, proctor", "List sessions (?status=live|ended)", 200),
     ("get", "/sessions/{session_id}", "integrator, proctor", "Status, times, live risk, flag counts", 200),
     ("get", "/sessions/{session_id}/rtc-config", "candidate", "ICE servers for the candidate's peer", 200),
-    ("post", "/sessions/{session_id}/offer", "candidate", "SDP offer in, SDP answer out", 200),
+    ("post", "/sessions/{session_id}/offer", "candidate", "SDP offer in, SDP answer out; 503 with Retry-After when the node is full", 200),
     ("post", "/sessions/{session_id}/events", "candidate", "Browser telemetry: {events:[{type,time}], sent_at}", 202),
     ("post", "/sessions/{session_id}/end", "integrator, candidate", "End the session (idempotent); builds the report", 200),
     ("get", "/sessions/{session_id}/flags", "integrator, proctor", "The session's flags", 200),

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from proctor.capacity import node_load
 from proctor.flags.model import new_id, utc_now_iso
 from proctor.flags.rules import PolicyError, apply_policy
 from proctor.pipeline.session import TELEMETRY_TYPES
@@ -111,11 +112,30 @@ async def readyz(request: web.Request) -> web.Response:
     checks["bus"] = "ok"
     checks["models"] = ", ".join(f"{d.name}: {d.source}" for d in hub.detectors) or "none"
     ready = checks["store"] == "ok"
-    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+    capacity = _capacity(request)
+    # Ready: it serves the API. Accepting: a new session's offer would be admitted.
+    return web.json_response({"ready": ready, "accepting": capacity["accepting"],
+                              "checks": checks, "capacity": capacity},
+                             status=200 if ready else 503)
+
+
+def _capacity(request: web.Request) -> dict[str, Any]:
+    """Live sessions, the limit and the load; the capacity gauges are set from it."""
+    hub, gauges = request.app[HUB_KEY], request.app[METRICS_KEY]
+    limit, taken = hub.capacity.max_sessions, hub.live_count()
+    cpu = hub.cpu.share()
+    load = node_load(taken, limit, cpu)
+    gauges.sessions_capacity.set(limit)
+    gauges.cpu_share.set(cpu)
+    gauges.load.set(load)
+    return {"live_sessions": len(hub.sessions), "max_sessions": limit,
+            "accepting": taken < limit, "load": round(load, 3),
+            "cpu_share": round(cpu, 3), **hub.capacity.describe()}
 
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
+    _capacity(request)  # the load gauges are read when scraped
     body = generate_latest(request.app[METRICS_KEY].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

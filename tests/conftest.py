@@ -19,7 +19,9 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
     tree: dict[str, Any] = {
         "server": {"data_dir": str(tmp_path / "data")},
         "auth": {"api_keys": [API_KEY]},
-        "rtc": {"ice_host_addresses": ["127.0.0.1"]},  # every ICE candidate on loopback
+        # Every ICE candidate on loopback; a fixed session limit spares each test app the
+        # start-up measurement (tests/test_capacity.py and test_admission.py cover auto).
+        "rtc": {"ice_host_addresses": ["127.0.0.1"], "max_sessions": 16},
         "store": f"sqlite:///{tmp_path}/data/proctor.db",
         "clips": f"file://{tmp_path}/data/clips",
     }

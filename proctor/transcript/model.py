@@ -15,8 +15,9 @@ returns None and sessions run without a transcript.
 CPU: one thread per process calls the model (:attr:`WhisperTranscriber.executor`), whose
 ``cpu_threads`` compute threads run only on CPU time the rest of the server leaves idle
 (SCHED_IDLE; where refused, nice +19), so on a busy machine the live detectors win and
-the transcript lags instead (it catches up later, see :mod:`proctor.transcript.worker`). They wait passively
-(``OMP_WAIT_POLICY=PASSIVE``) rather than spinning on cores the live path needs.
+the transcript lags instead (it catches up later, see :mod:`proctor.transcript.worker`).
+They wait passively (``OMP_WAIT_POLICY=PASSIVE``) rather than spinning on cores the live
+path needs.
 """
 
 from __future__ import annotations
