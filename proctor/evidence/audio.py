@@ -84,7 +84,7 @@ def fill_gaps(packets: Sequence[AudioPacket], first: int, last: int,
     return out
 
 
-def _downmix(frame: av.AudioFrame) -> Samples:
+def downmix(frame: av.AudioFrame) -> Samples:
     """The frame as mono float32 in [-1, 1]: the mean of its channels.
 
     A plain mean, unlike libswresample's downmix (which sums at -3 dB each and can
@@ -208,13 +208,13 @@ class AacEncoder:
 
     def _mono(self, frame: av.AudioFrame) -> Samples:
         if frame.sample_rate == AUDIO_RATE:
-            return _downmix(frame)
+            return downmix(frame)
         # Not WebRTC's rate (another source): resample, keeping the layout.
         key = (frame.format.name, frame.layout.name, frame.sample_rate)
         if self._resampler is None or key != self._resampler_key:
             self._resampler = av.AudioResampler(format="fltp", rate=AUDIO_RATE)
             self._resampler_key = key
-        parts = [_downmix(out) for out in self._resampler.resample(frame)]
+        parts = [downmix(out) for out in self._resampler.resample(frame)]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 

@@ -27,7 +27,7 @@ import pytest
 
 from proctor.config import EvidenceConfig
 from proctor.evidence import EvidenceRecorder
-from proctor.evidence.audio import AAC_FRAME, AacEncoder, AudioPacket, _downmix, fill_gaps
+from proctor.evidence.audio import AAC_FRAME, AacEncoder, AudioPacket, downmix, fill_gaps
 from tests.evidence.test_recorder import Clips, make_frame, read_index
 
 FPS = 15.0
@@ -335,14 +335,14 @@ def _decode_packets(packets: list[AudioPacket], encoder: AacEncoder) -> Signal:
     ("flt", "stereo", 0.5, -0.25),
     ("s32", "stereo", 2**30, -(2**29)),
 ])
-def test_downmix_is_the_mean_of_the_channels(fmt: str, layout: str, left: float,
+def testdownmix_is_the_mean_of_the_channels(fmt: str, layout: str, left: float,
                                              right: float) -> None:
     planar = fmt.endswith("p")
     dtype = {"s16": np.int16, "s32": np.int32, "flt": np.float32}[fmt.rstrip("p")]
     pair = np.array([[left] * 4, [right] * 4], dtype=dtype)
     data = pair if planar else pair.T.reshape(1, -1)
     frame = av.AudioFrame.from_ndarray(data, format=fmt, layout=layout)
-    assert _downmix(frame) == pytest.approx([0.125] * 4, abs=1e-6)
+    assert downmix(frame) == pytest.approx([0.125] * 4, abs=1e-6)
 
 
 async def test_other_rates_and_formats_are_resampled(
