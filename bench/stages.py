@@ -70,6 +70,8 @@ def stage_costs(count: int) -> None:
             elapsed = (time.perf_counter() - started) * 1000
             frame_total += elapsed
             heavy_ran = heavy_ran or (heavy and observation is not None)
+            if observation is not None:
+                sample.earlier.append(observation)  # as the pipeline does: for cascades
             if index >= 5 and observation is not None:  # the first frames build graphs
                 costs[name].append(elapsed)
         if index >= 5:

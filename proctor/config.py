@@ -152,6 +152,7 @@ class IdentityConfig:
 
     enabled: bool = True
     verify_every_seconds: float = 2.0
+    track_carry_seconds: float = 10.0
     match_threshold: float = 0.40
     min_face_px: int = 64
     min_sharpness: float = 30.0
@@ -163,6 +164,9 @@ class IdentityConfig:
         prefix = "detectors.identity"
         if self.verify_every_seconds <= 0:
             raise ConfigError(f"{prefix}.verify_every_seconds", "must be positive")
+        if self.track_carry_seconds < self.verify_every_seconds:
+            raise ConfigError(f"{prefix}.track_carry_seconds",
+                              "must be at least verify_every_seconds")
         if not -1 <= self.match_threshold <= 1:
             raise ConfigError(f"{prefix}.match_threshold", "must be a cosine in [-1, 1]")
         if self.min_face_px < 1:

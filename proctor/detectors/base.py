@@ -22,11 +22,21 @@ RgbImage = npt.NDArray[np.uint8]  # height × width × 3, RGB
 
 @dataclass(frozen=True)
 class VideoSample:
-    """One frame picked for analysis, with the media time it was captured at."""
+    """One frame picked for analysis, with the media time it was captured at.
+
+    ``earlier`` holds what the stages before this one saw in the same frame (the
+    pipeline appends as it goes), so a costly stage can cascade on a cheap one: the
+    face mesh skips a frame with no face, identity skips while one face stays in view.
+    """
 
     session_id: str
     media_time: float
     image: RgbImage
+    earlier: list[Observation] = field(default_factory=list)
+
+    def seen_by(self, detector: str) -> Observation | None:
+        """This frame's observation from an earlier stage, if it ran."""
+        return next((o for o in self.earlier if o.detector == detector), None)
 
 
 AUDIO_RATE = 16_000  # every audio stage sees 16 kHz mono float32 in [-1, 1]

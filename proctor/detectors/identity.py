@@ -59,6 +59,13 @@ _NMS_THRESHOLD = 0.3
 _TOP_K = 50
 # Confidence in a verdict: 0.5 at the threshold, 1.0 this far (in cosine) from it.
 CONFIDENT_MARGIN = 0.25
+# Consecutive analysed frames' face boxes overlapping at least this much are one track
+# (at 5 fps a moving head keeps well above it; a different face in another place does not).
+TRACK_IOU = 0.3
+# ... and their face patches (PATCH_SIDE² grey, normalised) correlate at least this much:
+# one face 0.2 s later stays above it, a cut to another face in the same place does not.
+TRACK_LIKENESS = 0.8
+PATCH_SIDE = 16
 
 Embedding = npt.NDArray[np.float32]
 _Models = tuple[Any, Any]  # (cv2.FaceDetectorYN, cv2.FaceRecognizerSF)
@@ -195,7 +202,8 @@ class IdentityDetector(Detector):
                 log.error("session %s: enrollment has shape %s, not (%d,); identity off",
                           context.session_id, enrollment.shape, EMBEDDING_SIZE)
             return _SilentStream()
-        return _VerifyStream(self, enrollment, self.config.verify_every_seconds)
+        return _VerifyStream(self, enrollment, self.config.verify_every_seconds,
+                             self.config.track_carry_seconds)
 
 
 class _SilentStream(DetectorStream):
@@ -206,21 +214,80 @@ class _SilentStream(DetectorStream):
 
 
 class _VerifyStream(DetectorStream):
+    """Checks every ``verify_every_seconds``; while the verified face stays in view as one
+    unbroken track, every ``track_carry_seconds`` instead.
+
+    Identity does not change from frame to frame, and not while the same face is
+    followed without a break: a different person can only appear by the face leaving,
+    a second face joining, or the box jumping, and any of those breaks the track and
+    brings the next check at once (on the faces stage's boxes, every analysed frame).
+    """
+
     def __init__(self, detector: IdentityDetector, enrollment: Embedding,
-                 every_seconds: float) -> None:
+                 every_seconds: float, carry_seconds: float) -> None:
         self._detector = detector
         self._enrollment = enrollment
         self._every = every_seconds
+        self._carry = carry_seconds
         self._last: float | None = None
+        self._verified = False  # the last check matched, and its face is still tracked
+        self._box: list[float] | None = None  # the tracked face's latest box
+        self._patch: npt.NDArray[np.float32] | None = None  # and its look, normalised
+        self.checks = 0
 
     def process(self, sample: VideoSample) -> Observation | None:
-        # Identity does not change from frame to frame: checking every few seconds costs
-        # a fraction of the model time and the flag rule still sees a steady signal.
+        tracked = self._follow(sample)
+        interval = self._carry if tracked and self._verified else self._every
         # (A media clock that went backwards, after a reconnect, checks at once.)
-        if self._last is not None and 0 <= sample.media_time - self._last < self._every:
+        if self._last is not None and 0 <= sample.media_time - self._last < interval:
             return None
         self._last = sample.media_time
-        return self._detector.verify(sample, self._enrollment)
+        self.checks += 1
+        observation = self._detector.verify(sample, self._enrollment)
+        self._verified = observation.signals.get("identity_mismatch") == 0.0
+        return observation
+
+    def _follow(self, sample: VideoSample) -> bool:
+        """Whether the face seen at the last check is still in view, unbroken."""
+        faces = sample.seen_by("faces")
+        boxes = [] if faces is None else [f["box"] for f in faces.details.get("faces", [])]
+        patch = _face_patch(sample.image, boxes[0]) if len(boxes) == 1 else None
+        if (patch is None or self._box is None or self._patch is None
+                or _iou(boxes[0], self._box) < TRACK_IOU
+                or _similarity(patch, self._patch) < TRACK_LIKENESS):
+            # No face, several, a jump, or another face in the same place (a cut to
+            # another camera feed): the next check is due now.
+            self._verified = False
+        self._box, self._patch = (boxes[0], patch) if patch is not None else (None, None)
+        return self._verified
+
+
+def _face_patch(image: RgbImage, box: list[float]) -> npt.NDArray[np.float32] | None:
+    """The face box as a small grey patch with zero mean and unit norm (lighting-proof)."""
+    x, y, w, h = (round(v) for v in box)
+    crop = image[max(0, y) : max(0, y + h), max(0, x) : max(0, x + w)]
+    if crop.shape[0] < 4 or crop.shape[1] < 4:
+        return None
+    grey = cv2.cvtColor(cv2.resize(crop, (PATCH_SIDE, PATCH_SIDE),
+                                   interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    patch = grey.astype(np.float32).reshape(-1)
+    patch -= patch.mean()
+    norm = float(np.linalg.norm(patch))
+    return patch / norm if norm > 1e-6 else None
+
+
+def _similarity(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
+    return float(a @ b)
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    """Overlap of two (x, y, w, h) boxes."""
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
 def _embed(models: _Models, image: RgbImage, max_side: int) -> EmbeddingResult:

@@ -348,11 +348,17 @@ class LandmarksStream(DetectorStream):
 
     def _process(self, sample: VideoSample) -> Observation:
         started = time.perf_counter()
+        observation = Observation(session_id=sample.session_id, media_time=sample.media_time,
+                                  detector=self._detector.name)
+        faces = sample.seen_by("faces")
+        if faces is not None and faces.signals.get("face_count") == 0:
+            # Cascade: the face detector found no face, so the mesh has none to fit (it
+            # would run its own detector to find that out, at twice the cost).
+            observation.details = {"skipped": "no face"}
+            return observation
         if self._mesh is None:
             self._mesh = self._detector.new_mesh()
         points = mesh_points(self._mesh.process(sample.image), sample.image.shape)
-        observation = Observation(session_id=sample.session_id, media_time=sample.media_time,
-                                  detector=self._detector.name)
         if points is not None:
             raw = measure(points)
             self.calibration.add(sample.media_time, raw)

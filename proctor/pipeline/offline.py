@@ -136,6 +136,7 @@ def analyze_image(image: npt.NDArray[np.uint8], detectors: list[Detector], *,
             stream.close()
         if observation is None:
             continue
+        sample.earlier.append(observation)
         signals.update(observation.signals)
         results[detector.name] = {"signals": observation.signals,
                                   "details": observation.details,

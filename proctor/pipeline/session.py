@@ -229,6 +229,7 @@ class SessionPipeline:
                 self._metrics.stage_seconds.labels(name).observe(
                     observation.processing_ms / 1000)
                 observations.append(observation)
+                sample.earlier.append(observation)
                 heavy_ran = heavy_ran or heavy
         return observations
 

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from proctor.config import ConfigError, IdentityConfig, load_config
-from proctor.detectors.base import Observation, StreamContext, VideoSample
+from proctor.detectors.base import DetectorStream, Observation, StreamContext, VideoSample
+from proctor.detectors.faces import FaceDetector
 from proctor.detectors.identity import (
     EMBEDDING_SIZE,
     EmbeddingResult,
@@ -230,3 +231,51 @@ def test_missing_models_switch_the_detector_off(monkeypatch: pytest.MonkeyPatch,
 def test_bad_identity_config_names_the_key(key: str, value: float) -> None:
     with pytest.raises(ConfigError, match=f"detectors.identity.{key}"):
         load_config(env={}, overrides={"detectors": {"identity": {key: value}}})
+
+
+def _with_faces(faces: DetectorStream, sample: VideoSample) -> VideoSample:
+    """The sample as the pipeline hands it to identity: after the faces stage ran."""
+    observation = faces.process(sample)
+    assert observation is not None
+    sample.earlier.append(observation)
+    return sample
+
+
+def test_an_unbroken_face_track_carries_identity_between_checks(
+        detector: IdentityDetector, photos: dict[str, RgbImage],
+        originals: dict[str, EmbeddingResult], enrollment: np.ndarray) -> None:
+    """The enrolled face swaying in view (real faces stage boxes, sensor noise): checked
+    every track_carry_seconds, not every verify_every_seconds."""
+    faces = FaceDetector(load_config(env={}).detectors.faces).stream(StreamContext("s1", "c1"))
+    stream = detector.stream(StreamContext("s1", "c1", enrollment))
+    rng = np.random.default_rng(3)
+    checked = []
+    for index in range(101):  # 20 s at 5 fps
+        t = round(index * 0.2, 3)
+        frame = _frame(photos, originals, "obama2", shift=(int(6 * np.sin(t)), 0))
+        noisy = np.clip(frame + rng.integers(-4, 5, frame.shape), 0, 255).astype(np.uint8)
+        observation = stream.process(_with_faces(faces, _sample(noisy, t)))
+        if observation is not None:
+            assert observation.signals["identity_mismatch"] == 0.0
+            checked.append(t)
+    carry = detector.config.track_carry_seconds
+    assert checked == [0.0, carry, 2 * carry]
+
+
+def test_a_break_in_the_track_brings_the_next_check_at_once(
+        detector: IdentityDetector, photos: dict[str, RgbImage],
+        originals: dict[str, EmbeddingResult], enrollment: np.ndarray) -> None:
+    """Another face cut in at the same place (a switched camera feed), or the face gone
+    and back: the check comes on the next frame, not after the carry interval."""
+    faces = FaceDetector(load_config(env={}).detectors.faces).stream(StreamContext("s1", "c1"))
+    stream = detector.stream(StreamContext("s1", "c1", enrollment))
+    enrolled = _frame(photos, originals, "obama2")
+    other = _frame(photos, originals, "biden")
+    assert stream.process(_with_faces(faces, _sample(enrolled, 0.0))) is not None
+    assert stream.process(_with_faces(faces, _sample(enrolled, 0.2))) is None
+    assert stream.process(_with_faces(faces, _sample(enrolled, 2.2))) is None  # carried
+    cut = stream.process(_with_faces(faces, _sample(other, 2.4)))
+    assert cut is not None and cut.signals["identity_mismatch"] == 1.0
+    # After a mismatch, checks come every verify_every_seconds again.
+    assert stream.process(_with_faces(faces, _sample(other, 2.6))) is None
+    assert stream.process(_with_faces(faces, _sample(other, 4.4))) is not None

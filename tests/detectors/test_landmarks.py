@@ -515,3 +515,19 @@ def test_registry_builds_the_landmarks_detector() -> None:
     assert built[0].source.startswith("face-mesh@mediapipe-")
     off = load_config(env={}, overrides={"detectors": {**only, "landmarks": {"enabled": False}}})
     assert build_detectors(off.detectors) == []
+
+
+def test_the_mesh_skips_a_frame_the_faces_stage_found_empty(
+        detector: LandmarksDetector) -> None:
+    """Cascade: no face from the faces stage, no mesh run; a face, the mesh runs."""
+    stream = detector.stream(StreamContext("s", "c"))
+    empty = VideoSample("s", 0.0, photos.astronaut())
+    empty.earlier.append(Observation("s", 0.0, "faces", signals={"face_count": 0.0}))
+    skipped = stream.process(empty)
+    assert skipped is not None and skipped.signals == {}
+    assert skipped.details == {"skipped": "no face"}
+    seen = VideoSample("s", 0.2, photos.astronaut())
+    seen.earlier.append(Observation("s", 0.2, "faces", signals={"face_count": 1.0}))
+    fitted = stream.process(seen)
+    assert fitted is not None and "abs_yaw" in fitted.signals
+    stream.close()
