@@ -418,3 +418,44 @@ class LoadGovernor:
         log.warning("load: %s -> %s (lag p95 %.2f s, %.0f %% of analysis slots dropped)",
                     self.level.name, level.name, sample.lag_p95, sample.dropped_share * 100)
         self.level = level
+
+
+class LoadRegulator:
+    """Feeds the governor from the live pipelines every ``period`` and applies its rates.
+
+    The sample is node-wide: the p95 of every session's analysis lag in the period and
+    the share of analysis slots dropped. Each pipeline gets the current rates when it
+    joins (:meth:`join`) and whenever the level changes.
+    """
+
+    def __init__(self, config: Config, governor: LoadGovernor | None = None) -> None:
+        self.governor = governor or LoadGovernor(ConfiguredRates.from_config(config))
+
+    @property
+    def level(self) -> DegradationLevel:
+        return self.governor.level
+
+    def join(self, pipeline: SessionPipeline) -> None:
+        self._apply(pipeline, self.governor.effective())
+
+    def step(self, now: float, pipelines: list[SessionPipeline]) -> DegradationLevel:
+        lags: list[float] = []
+        analysed = dropped = 0
+        for pipeline in pipelines:
+            window, done, missed = pipeline.take_load_window()
+            lags += window
+            analysed, dropped = analysed + done, dropped + missed
+        if not lags and not dropped:
+            return self.governor.level  # nothing live to judge by
+        p95 = float(np.percentile(lags, 95)) if lags else 0.0
+        before = self.governor.level
+        level = self.governor.observe(now, LoadSample(p95, dropped / max(1, analysed + dropped)))
+        if level != before:
+            rates = self.governor.effective()
+            for pipeline in pipelines:
+                self._apply(pipeline, rates)
+        return level
+
+    @staticmethod
+    def _apply(pipeline: SessionPipeline, rates: EffectiveRates) -> None:
+        pipeline.apply_rates(rates.analysis_fps, rates.objects_fps, rates.transcription_live)

@@ -43,6 +43,10 @@ class Metrics:
             registry=r)
         self.stage_seconds = Histogram("proctor_stage_seconds", "Time per detector stage",
                                        ["stage"], buckets=STAGE_BUCKETS, registry=r)
+        self.degradation_level = Gauge(
+            "proctor_degradation_level",
+            "0 full rate; 1 transcription deferred; 2 object rate reduced; 3 analysis rate "
+            "reduced", registry=r)
         self.flags = Counter("proctor_flags_total", "Flags opened", ["kind", "severity"],
                              registry=r)
         self.clips_written = Counter("proctor_clips_written_total", "Evidence clips written",

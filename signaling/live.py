@@ -29,6 +29,7 @@ from proctor.capacity import (
     RETRY_AFTER_SECONDS,
     CapacityPlan,
     CpuMeter,
+    LoadRegulator,
     plan_capacity,
     usable_cores,
 )
@@ -63,6 +64,8 @@ log = logging.getLogger("proctor.live")
 
 TRANSCRIPT_WAIT_SECONDS = 10.0  # how long POST /end waits for the transcript to catch up
 TRANSCRIPT_CATCH_UP_SECONDS = 3600.0  # after that it finishes in the background
+
+REGULATE_SECONDS = 2.0  # how often the load regulator looks at the sessions' lag
 
 CANDIDATE_CHANNEL = "proctor"
 ALERTS_CHANNEL = "alerts"
@@ -167,6 +170,8 @@ class SessionHub:
         limit = config.rtc.max_sessions
         self.capacity = CapacityPlan(limit or 1, "config" if limit else "unmeasured")
         self.cpu = CpuMeter(usable_cores())
+        self.regulator = LoadRegulator(config)  # the SPEC's degradation order under overload
+        self._regulating: asyncio.Task[None] | None = None
         self._admitting: set[str] = set()  # given a slot, not yet in self.sessions
         self.watchers: set[RTCPeerConnection] = set()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -217,9 +222,23 @@ class SessionHub:
         self._admitting.add(session_id)
 
     async def plan_capacity(self) -> None:
-        """At start-up: this node's session limit, configured or measured (logged)."""
+        """At start-up: this node's session limit, configured or measured (logged), and
+        the load regulator that degrades in the stated order under transient overload."""
         self.capacity = await plan_capacity(self.config, self.detectors, self.inference)
         self.metrics.sessions_capacity.set(self.capacity.max_sessions)
+        if self._regulating is None:
+            self._regulating = asyncio.get_running_loop().create_task(
+                self._regulate(), name="load-regulator")
+
+    async def _regulate(self) -> None:
+        while True:
+            await asyncio.sleep(REGULATE_SECONDS)
+            try:
+                pipelines = [s.pipeline for s in self.sessions.values() if s.pipeline]
+                level = self.regulator.step(time.monotonic(), pipelines)
+                self.metrics.degradation_level.set(int(level))
+            except Exception:
+                log.exception("load regulation failed")
 
     async def load_enrollment(self, candidate_id: str) -> Embedding | None:
         """The candidate's decrypted face embedding, or None (not enrolled, or unusable)."""
@@ -240,6 +259,7 @@ class SessionHub:
             rules=rules, sink=SessionOutlet(session, self), metrics=self.metrics,
             clock=session.clock, evidence=evidence, enrollment=enrollment,
             transcript=self._transcript_worker(record.session_id))
+        self.regulator.join(session.pipeline)
         session.pipeline.start()
         self.sessions[record.session_id] = session
         self.metrics.sessions_live.set(len(self.sessions))
@@ -465,6 +485,8 @@ class SessionHub:
             task.cancel()
         if self._background:
             await asyncio.wait(self._background, timeout=5)
+        if self._regulating is not None:
+            self._regulating.cancel()
         self.inference.shutdown(wait=True, cancel_futures=True)
         self.encoding.shutdown(wait=True)
 

@@ -3,12 +3,15 @@ policy (order, hysteresis, floors) with injected time."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import av
 import pytest
 
 from proctor.capacity import (
@@ -18,6 +21,7 @@ from proctor.capacity import (
     EffectiveRates,
     GovernorThresholds,
     LoadGovernor,
+    LoadRegulator,
     LoadSample,
     cgroup_cpu_limit,
     effective_rates,
@@ -30,6 +34,9 @@ from proctor.capacity import (
 from proctor.config import Config, ConfigError, load_config
 from proctor.detectors.base import Detector
 from proctor.detectors.registry import build_detectors
+from proctor.media.clock import MediaClock
+from proctor.metrics import Metrics
+from proctor.pipeline.session import SessionPipeline
 from tests.conftest import make_config
 
 L = DegradationLevel
@@ -347,3 +354,54 @@ def test_thresholds_must_leave_a_band() -> None:
         GovernorThresholds(overload_lag=0.2, calm_lag=0.3)
     with pytest.raises(ValueError):
         GovernorThresholds(hold_seconds=0)
+
+
+# The regulator on a live pipeline ----------------------------------------------------
+
+class _Sink:
+    """Where the pipeline's flags and status go: nowhere, this test reads its rates."""
+
+    async def flag_event(self, event: object) -> None:
+        return None
+
+    async def status(self, status: dict[str, object]) -> None:
+        return None
+
+
+async def _analysed_late(pipeline: SessionPipeline, lateness: float) -> None:
+    """Offer frames that arrived ``lateness`` s ago until one more has been analysed."""
+    done = pipeline.frames_analysed
+    frame = av.VideoFrame(64, 48, "yuv420p")
+    while pipeline.frames_analysed == done:
+        pipeline.offer_video(frame, pipeline.frames_received * 0.2,
+                             time.monotonic() - lateness)
+        await asyncio.sleep(0.05)
+
+
+async def test_the_regulator_degrades_a_live_pipeline_in_order_and_back(
+        tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    executor = ThreadPoolExecutor(1)
+    pipeline = SessionPipeline(
+        session_id="s", candidate_id="c", config=config, detectors=[], executor=executor,
+        rules=(), sink=_Sink(), metrics=Metrics(), clock=MediaClock())
+    regulator = LoadRegulator(config)
+    regulator.join(pipeline)
+    pipeline.start()
+    try:
+        assert pipeline.analysis_fps == config.pipeline.analysis_fps
+        levels = []
+        for now in (0.0, 11.0, 22.0, 33.0, 44.0):  # overloaded: frames analysed 1 s late
+            await _analysed_late(pipeline, 1.0)
+            levels.append(regulator.step(now, [pipeline]))
+        assert levels == [L.NONE, L.DEFER_TRANSCRIPTION, L.REDUCE_OBJECTS, L.REDUCE_ANALYSIS,
+                          L.REDUCE_ANALYSIS]
+        assert pipeline.analysis_fps == 3.0  # 5 fps x 0.6, the floor
+        for now in range(50, 120, 10):  # calm for a minute: one step back
+            await _analysed_late(pipeline, 0.0)
+            level = regulator.step(float(now), [pipeline])
+        assert level == L.REDUCE_OBJECTS
+        assert pipeline.analysis_fps == config.pipeline.analysis_fps
+    finally:
+        await pipeline.aclose()
+        executor.shutdown()

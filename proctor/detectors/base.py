@@ -111,6 +111,10 @@ class DetectorStream:
         below the analysis rate: its rules wait for its next reading)."""
         return None
 
+    def set_rate(self, fps: float) -> None:
+        """Run at most ``fps`` times a second (the load governor lowers a costly stage's
+        rate under overload, then restores it)."""
+
     def close(self) -> None:
         """Release per-session resources."""
 

@@ -213,6 +213,9 @@ class ObjectStream(DetectorStream):
         self._last_run: float | None = None
         self._results: dict[str, _PassResult] = {}
 
+    def set_rate(self, fps: float) -> None:
+        self._interval = 1.0 / min(fps, self._config.fps) if fps > 0 else self._interval
+
     def process(self, sample: VideoSample) -> Observation | None:
         if self._skips(sample.media_time):
             return None

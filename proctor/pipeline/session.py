@@ -108,6 +108,9 @@ class SessionPipeline:
         self._new_frame = asyncio.Event()
         self._telemetry: dict[str, float] = {}
         self._lags: deque[float] = deque(maxlen=LAG_WINDOW)
+        self.analysis_fps = config.pipeline.analysis_fps  # lowered by the load governor
+        self._load_lags: deque[float] = deque(maxlen=LAG_WINDOW)  # since the governor looked
+        self._load_marks = (0, 0)  # frames analysed and slots dropped when it last looked
         self.flags: dict[str, Flag] = {}  # every flag so far, latest state
         self.last_faces: int | None = None
         # Each detector's newest observation, for live status and the report.
@@ -177,10 +180,30 @@ class SessionPipeline:
 
     # Analysis ---------------------------------------------------------------------
 
+    def apply_rates(self, analysis_fps: float, objects_fps: float,
+                    transcription_live: bool) -> None:
+        """The load governor's rates (see proctor.capacity.effective_rates); presence
+        detection (faces) runs on every analysed frame whatever they are."""
+        self.analysis_fps = analysis_fps
+        for name, stream, _ in self._streams:
+            if name == "objects":
+                stream.set_rate(objects_fps)
+        if self.transcript is not None:
+            self.transcript.defer(not transcription_live)
+
+    def take_load_window(self) -> tuple[list[float], int, int]:
+        """Lags, analysed frames and dropped slots since the last call (for the governor)."""
+        window = list(self._load_lags)
+        self._load_lags.clear()
+        analysed, dropped = self.frames_analysed, self.frames_dropped
+        counts = (analysed - self._load_marks[0], dropped - self._load_marks[1])
+        self._load_marks = (analysed, dropped)
+        return window, *counts
+
     async def _analysis_loop(self) -> None:
-        interval = 1.0 / self.config.pipeline.analysis_fps
         next_tick = self._now()
         while True:
+            interval = 1.0 / self.analysis_fps
             await self._new_frame.wait()
             delay = next_tick - self._now()
             if delay > 0:
@@ -208,6 +231,7 @@ class SessionPipeline:
             self._executor, self._run_stages, pending.frame, pending.media_time)
         lag = self._now() - pending.arrived
         self._lags.append(lag)
+        self._load_lags.append(lag)
         self._metrics.analysis_lag.observe(lag)
         self.frames_analysed += 1
         self._metrics.frames_analysed.inc()

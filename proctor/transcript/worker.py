@@ -100,6 +100,7 @@ class TranscriptWorker:
         self._task: asyncio.Task[None] | None = None
         self._draining = False
         self._closed = False
+        self.deferred = False  # under load: speech queues, and is transcribed after the session
         self._behind = False
         self._last_drop_log = -DROP_LOG_INTERVAL
         self.dropped_seconds = 0.0
@@ -139,6 +140,13 @@ class TranscriptWorker:
                 "transcribed_seconds": round(self.transcribed_seconds, 2),
                 "dropped_seconds": round(self.dropped_seconds, 2),
                 "segments": self.segments, "batches": self.batches}
+
+    def defer(self, deferred: bool) -> None:
+        """The node is short of CPU (the first step of the degradation order): hold
+        transcription back, queueing speech, until resumed or the session ends."""
+        if deferred != self.deferred:
+            self.deferred = deferred
+            self._wake.set()
 
     async def drain(self, timeout: float) -> bool:
         """Transcribe everything queued (no more holding back), then stop.
@@ -212,6 +220,9 @@ class TranscriptWorker:
         loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
+            if self.deferred and not self._draining:
+                await self._wake.wait()  # resumed (defer(False)) or drained at the end
+                continue
             if self._queue:
                 wait = self._hold_left(loop.time())
                 if wait <= 0:

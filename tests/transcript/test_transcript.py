@@ -256,6 +256,25 @@ async def test_short_speech_waits_for_more_then_goes(fake: _FakeModel) -> None:
     await worker.close()
 
 
+async def test_deferred_speech_waits_for_resume_or_the_end(fake: _FakeModel) -> None:
+    """Under load (the degradation order's first step) speech queues untranscribed; a
+    resume, or the session's end, transcribes it all."""
+    worker = TranscriptWorker("s1", fake, _Collector(), hold_seconds=0)
+    worker.defer(True)
+    worker.submit(_tone(2), 0.0)
+    await asyncio.sleep(0.2)
+    assert fake.batches == [] and worker.queued_seconds == 2
+    worker.defer(False)
+    await asyncio.sleep(0.2)
+    assert [offset for offset, _ in fake.batches] == [0.0]
+    worker.defer(True)
+    worker.submit(_tone(2), 5.0)
+    await asyncio.sleep(0.2)
+    assert len(fake.batches) == 1
+    assert await worker.drain(timeout=5)  # the end: deferred speech is transcribed now
+    assert [offset for offset, _ in fake.batches] == [0.0, 5.0]
+
+
 async def test_queue_is_capped_oldest_dropped(fake: _FakeModel,
                                               caplog: pytest.LogCaptureFixture) -> None:
     fake.delay = 0.2
