@@ -1,18 +1,47 @@
-"""Load bench: N real WebRTC candidate peers streaming pre-encoded media to ``proctor serve``.
+"""Load bench: N real WebRTC candidate peers and one proctor watcher against ``proctor serve``.
 
-    python bench/load.py --sessions 1,4,8 --seconds 30
+    python bench/load.py                                  # rounds of 1, 8, 16, 24 sessions, 30 s
+    python bench/load.py --sessions 1,2 --seconds 8 --detail        # a quick look
+    python bench/load.py --codec h264                     # H.264 instead of VP8
     python bench/load.py --sessions 4 --seconds 20 --server http://127.0.0.1:8080 --api-key K
 
-Each peer is an aiortc RTCPeerConnection that sends a real face video (H.264, 640x480 at
-15 fps, built once per run from scikit-image's photos, see ``bench/_media.py``) and real
-speech (Opus, pyannote's two-speaker sample) without encoding anything per peer, opens the
-``proctor`` DataChannel and counts the flags it receives. Without ``--server`` the bench
-starts a fresh ``proctor serve`` on a free loopback port for every round, so one round's
-figures never include another's; all traffic stays on 127.0.0.1.
+Each candidate is an aiortc RTCPeerConnection that sends what Chromium sends: a real face
+video, VP8 640x480 at 15 fps (``--codec h264``: H.264 constrained baseline), built once
+per run from scikit-image's photos (``bench/_media.py``), and real speech as Opus
+(pyannote's two-speaker sample), replaying packets encoded once (no encoder per peer).
+It opens the ``proctor`` DataChannel. Per round the bench also takes one proctor token
+for all the round's sessions (``POST /proctor-tokens``) and opens ONE watcher peer
+(``POST /watch/offer``, DataChannel ``alerts``, as ``static/proctor.js`` ``watch()``
+does) before the candidates connect. Without ``--server`` every round gets a fresh
+``proctor serve`` on a free loopback port, so one round's figures never include
+another's; all traffic stays on 127.0.0.1.
 
-Per round it prints the server's CPU per session (the server process and its children,
-from /proc, over the streaming window), the analysis lag p50/p95 and frame counters (the
-sessions' ``pipeline`` stats, else the Prometheus metrics), memory and flags received.
+Printed per round, over the streaming window (``--seconds``, from the moment every peer
+is connected):
+
+* load: the server's CPU per session (process and children, /proc), analysis lag
+  p50/p95 and frame counters (the sessions' ``pipeline`` stats, else /metrics), memory,
+  the generator's own CPU and what else ran on the machine;
+* acceptance: analysed fps per session (``frames_analysed`` growth over the window /
+  the growth of the session's server media time, both from ``GET /sessions/{id}`` at the
+  window's start and end), min and median over sessions; the worst session's lag p95;
+  flag delivery delay on the candidates' channels and on the proctor's channel: for each
+  flag's first message (its OPENED), arrival − (media time 0 + ``flag.start`` + the
+  rule's first-level ``seconds`` from ``config.yaml``; 0 for instant kinds), where
+  media time 0 is the wall time the peer's first media packet was sent (the server
+  starts its clock at the first frame it receives, a few tens of ms later, so the delay
+  is slightly overstated; ``--detail`` shows that skew against the server's
+  ``media_time``); p50/p95/max and flag counts cover the flags opened from each
+  session's start to the window's end; face_absent correctness: sessions whose
+  face_absent flags opened in the window number the media script's (±1), and any
+  other kinds seen (probably false flags);
+* a PASS/FAIL verdict: every session connected (and the watcher), min analysed fps ≥ 4.5,
+  worst lag p95 < 0.25 s, flag delay p95 ≤ 1 s on both channels;
+* the server's per-thread CPU split (``bench/_threads.py``: /proc task times at the
+  window's start and end, one ``py-spy dump`` in the middle of the window to tell
+  Python threads from native ones): event loop, detector workers, native model-runtime
+  pools, evidence encoders, transcription, aiortc decoders, other; as a share of a core,
+  of the server's total, and per session.
 """
 
 from __future__ import annotations
@@ -21,6 +50,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import secrets
 import shlex
@@ -34,25 +64,43 @@ import tempfile
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import aioice.ice
+import yaml
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 if __package__:  # python -m bench.load
-    from ._media import EncodedClip, LoopingTrack, build_media, load_clips
+    from ._media import (
+        ABSENT_S,
+        CODECS,
+        CYCLE_S,
+        EncodedClip,
+        LoopingTrack,
+        build_media,
+        load_clips,
+    )
+    from ._threads import GroupRow, PySpyDump, ThreadWindow, py_spy_dump
 else:  # python bench/load.py: this folder is sys.path[0]
-    from _media import EncodedClip, LoopingTrack, build_media, load_clips
+    from _media import ABSENT_S, CODECS, CYCLE_S, EncodedClip, LoopingTrack, build_media, load_clips
+    from _threads import GroupRow, PySpyDump, ThreadWindow, py_spy_dump
 
 REPO = Path(__file__).resolve().parent.parent
 API = "/api/v1"
 PYANNOTE_WHEEL = "pyannote.audio==4.0.7"
 NA = "n/a"
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=60)
+MIME = {"vp8": "video/vp8", "h264": "video/h264", "opus": "audio/opus"}
+DEFAULT_SESSIONS = "1,8,16,24"
+# The acceptance bar each round is judged against.
+MIN_ANALYSED_FPS = 4.5
+MAX_LAG_P95 = 0.25
+MAX_FLAG_DELAY_P95 = 1.0
+SCRIPTED_KIND = "face_absent"  # what the bench media's no-face scenes should raise
 
 
 def _loopback_only(use_ipv4: bool, use_ipv6: bool) -> list[str]:
@@ -97,6 +145,9 @@ class ManagedServer:
             "PROCTOR_SERVER__DATA_DIR": str(self.data),
             "PROCTOR_STORE": f"sqlite:///{self.data / 'proctor.db'}",
             "PROCTOR_CLIPS": f"file://{self.data / 'clips'}",
+            # Every peer is admitted: the bench measures the load itself, also past the
+            # limit `rtc.max_sessions: auto` would set (which /readyz reports).
+            "PROCTOR_RTC__MAX_SESSIONS": "1000",
         }
         cmd = [sys.executable, "-m", "proctor.cli", "serve",
                "--host", "127.0.0.1", "--port", str(self.port)]
@@ -266,26 +317,133 @@ def histogram_quantile(q: float, before: Samples | None, after: Samples | None,
     return None
 
 
-# ---- one candidate peer ------------------------------------------------------------
+# ---- flag rules ------------------------------------------------------------------------
 
 
-@dataclass
-class Peer:
-    """A candidate: its session, peer connection, tracks and what reached it."""
+def rule_seconds(path: Path = REPO / "config.yaml") -> dict[str, float]:
+    """Each kind's first-level ``seconds`` from ``flags.rules`` (0 for instant kinds), the
+    least a condition must last before the tracker opens the flag. The levels are
+    ``low`` / ``moderate`` / ``high`` keys of a row, lowest first (proctor/flags/rules.py)."""
+    try:
+        rows = yaml.safe_load(path.read_text())["flags"]["rules"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        print(f"note: no flag rules from {path} ({exc}): flag delays count from flag.start")
+        return {}
+    seconds: dict[str, float] = {}
+    for row in rows:
+        levels = [row[s] for s in ("low", "moderate", "high") if isinstance(row.get(s), dict)]
+        first = float(levels[0].get("seconds", 0.0)) if levels else 0.0
+        seconds[str(row["kind"])] = 0.0 if row.get("instant") else first
+    return seconds
+
+
+# ---- DataChannel links: candidates and the proctor ------------------------------------
+
+
+@dataclass(frozen=True)
+class FlagSeen:
+    """A flag's first message on a channel: its OPENED."""
+
+    session_id: str
+    kind: str
+    start: float  # media seconds: the onset of the condition
+    arrival: float  # wall time (time.time()) the message arrived
+
+
+FlagLog = dict[str, FlagSeen]  # flag_id -> first sighting
+
+
+def record_flag(log: FlagLog, raw: str | bytes, session_id: str | None) -> bool:
+    """Note a flag message's first sighting; True when ``raw`` was a flag message.
+    Anything else (status ticks, warnings, pongs) costs one substring test."""
+    if not isinstance(raw, str) or '"flag"' not in raw:
+        return False
+    arrival = time.time()
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return False
+    if not isinstance(message, dict) or message.get("type") != "flag":
+        return False
+    flag = message.get("flag") or {}
+    flag_id = str(flag.get("flag_id"))
+    if flag_id not in log:
+        owner = session_id or str(message.get("session_id") or flag.get("session_id"))
+        log[flag_id] = FlagSeen(owner, str(flag.get("kind")), float(flag.get("start") or 0.0),
+                                arrival)
+    return True
+
+
+@dataclass(kw_only=True)
+class Link:
+    """A peer connection with one DataChannel and the flags that reached it."""
+
+    pc: RTCPeerConnection = field(default_factory=RTCPeerConnection)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    failed: str | None = None
+    messages: int = 0
+    flag_messages: int = 0
+    flags: FlagLog = field(default_factory=dict)
+
+    def owner(self) -> str | None:
+        """The session every flag on this channel belongs to (None: named per message)."""
+        return None
+
+    def on_message(self, raw: str | bytes) -> None:
+        self.messages += 1
+        if record_flag(self.flags, raw, self.owner()):
+            self.flag_messages += 1
+
+    def watch_state(self) -> None:
+        @self.pc.on("connectionstatechange")
+        def _changed() -> None:
+            state = self.pc.connectionState
+            if state == "connected":
+                self.connected.set()
+            elif state in ("failed", "closed") and not self.connected.is_set():
+                self.failed = f"connection {state}"
+                self.connected.set()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """``GET /sessions/{id}``: the pipeline stats and the server's media time, at ``wall``."""
+
+    pipeline: dict[str, Any] | None
+    media_time: float | None
+    wall: float  # midpoint of the request, time.time()
+
+
+@dataclass(kw_only=True)
+class Peer(Link):
+    """A candidate: its session, tracks, and its stats at the window's start and end."""
 
     index: int
     session_id: str = ""
     token: str = ""
-    pc: RTCPeerConnection = field(default_factory=RTCPeerConnection)
     tracks: list[LoopingTrack] = field(default_factory=list)
-    connected: asyncio.Event = field(default_factory=asyncio.Event)
-    failed: str | None = None
-    flag_messages: int = 0
-    flag_kinds: dict[str, str] = field(default_factory=dict)  # flag_id -> kind
-    messages: int = 0
-    pipeline: dict[str, Any] | None = None
+    first: Snapshot | None = None
+    last: Snapshot | None = None
     video_sent: int = 0  # frames sent when the window closed, beside the server's count
     end_seconds: float | None = None
+
+    def owner(self) -> str | None:
+        return self.session_id
+
+    @property
+    def pipeline(self) -> dict[str, Any] | None:
+        return None if self.last is None else self.last.pipeline
+
+    @property
+    def origin(self) -> float | None:
+        """Wall time of the session's media time 0: its first media packet sent."""
+        sent = [t.first_sent for t in self.tracks if t.first_sent is not None]
+        return min(sent) if sent else None
+
+    @property
+    def video_start(self) -> float:
+        """Where in the clip's loop the video began (seconds)."""
+        return next((t.start_seconds for t in self.tracks if t.kind == "video"), 0.0)
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -301,70 +459,73 @@ async def _post(http: aiohttp.ClientSession, url: str, token: str,
         return dict(json.loads(text))
 
 
-def _on_message(peer: Peer, raw: str | bytes) -> None:
-    peer.messages += 1
-    with contextlib.suppress(ValueError, AttributeError):
-        message = json.loads(raw)
-        if message.get("type") == "flag":
-            flag = message.get("flag", {})
-            peer.flag_messages += 1
-            peer.flag_kinds[str(flag.get("flag_id"))] = str(flag.get("kind"))
-
-
-def _watch_state(peer: Peer) -> None:
-    @peer.pc.on("connectionstatechange")
-    def _changed() -> None:
-        state = peer.pc.connectionState
-        if state == "connected":
-            peer.connected.set()
-        elif state in ("failed", "closed") and not peer.connected.is_set():
-            peer.failed = f"connection {state}"
-            peer.connected.set()
-
-
 def _add_tracks(peer: Peer, clips: list[EncodedClip], phase: float) -> None:
     for clip in clips:
         track = LoopingTrack(clip, phase)
         peer.tracks.append(track)
         transceiver = peer.pc.addTransceiver(track, direction="sendonly")
-        if clip.kind == "video":
-            # Only H.264 may be negotiated: the packets are H.264, nothing re-encodes them.
-            codecs = RTCRtpSender.getCapabilities("video").codecs
-            transceiver.setCodecPreferences(
-                [c for c in codecs if c.mimeType.lower() == "video/h264"])
+        # Only the clip's codec may be negotiated: nothing re-encodes the packets.
+        mime = MIME[clip.codec]
+        codecs = RTCRtpSender.getCapabilities(clip.kind).codecs
+        transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() == mime])
 
 
-async def connect_peer(peer: Peer, http: aiohttp.ClientSession, url: str, api_key: str,
-                       clips: list[EncodedClip], phase: float, timeout: float) -> None:
-    """POST /sessions, offer (ICE gathered), answer, then wait for the connection."""
+async def _negotiate(link: Link, http: aiohttp.ClientSession, offer_url: str, token: str,
+                     timeout: float) -> None:
+    """Offer (ICE gathered), answer, then wait for the connection."""
+    link.watch_state()
+    await link.pc.setLocalDescription(await link.pc.createOffer())  # gathers ICE first
+    local = link.pc.localDescription
+    answer = await _post(http, offer_url, token, {"sdp": local.sdp, "type": local.type})
+    await link.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+    try:
+        await asyncio.wait_for(link.connected.wait(), timeout)
+    except TimeoutError:
+        link.failed = f"not connected after {timeout:.0f} s"
+
+
+async def create_session(peer: Peer, http: aiohttp.ClientSession, url: str,
+                         api_key: str) -> None:
     created = await _post(http, f"{url}{API}/sessions", api_key,
                           {"candidate_id": f"bench-{peer.index}"})
     peer.session_id, peer.token = created["session_id"], created["candidate_token"]
-    channel = peer.pc.createDataChannel("proctor")  # before the offer, as proctor.js does
-    channel.on("message", lambda raw: _on_message(peer, raw))
+
+
+async def connect_peer(peer: Peer, http: aiohttp.ClientSession, url: str,
+                       clips: list[EncodedClip], phase: float, timeout: float) -> None:
+    """DataChannel ``proctor`` (before the offer, as proctor.js does), tracks, offer."""
+    channel = peer.pc.createDataChannel("proctor")
+    channel.on("message", peer.on_message)
     _add_tracks(peer, clips, phase)
-    _watch_state(peer)
-    await peer.pc.setLocalDescription(await peer.pc.createOffer())  # gathers ICE first
-    local = peer.pc.localDescription
-    answer = await _post(http, f"{url}{API}/sessions/{peer.session_id}/offer", peer.token,
-                         {"sdp": local.sdp, "type": local.type})
-    await peer.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
-    try:
-        await asyncio.wait_for(peer.connected.wait(), timeout)
-    except TimeoutError:
-        peer.failed = f"not connected after {timeout:.0f} s"
+    await _negotiate(peer, http, f"{url}{API}/sessions/{peer.session_id}/offer", peer.token,
+                     timeout)
 
 
-async def fetch_pipeline(peer: Peer, http: aiohttp.ClientSession, url: str,
-                         api_key: str) -> None:
-    """The session's live ``pipeline`` stats, where the server exposes them."""
+async def connect_watcher(watcher: Link, session_ids: list[str], http: aiohttp.ClientSession,
+                          url: str, api_key: str, timeout: float) -> None:
+    """One proctor token for all the sessions, then the ``alerts`` DataChannel, no media."""
+    token = (await _post(http, f"{url}{API}/proctor-tokens", api_key,
+                         {"sessions": session_ids}))["proctor_token"]
+    channel = watcher.pc.createDataChannel("alerts")
+    channel.on("message", watcher.on_message)
+    await _negotiate(watcher, http, f"{url}{API}/watch/offer", token, timeout)
+
+
+async def snapshot(peer: Peer, http: aiohttp.ClientSession, url: str,
+                   api_key: str) -> Snapshot | None:
+    """The session's live ``pipeline`` stats and media time, where the server has them."""
     peer.video_sent = sum(t.sent for t in peer.tracks if t.kind == "video")
+    sent = time.time()
     with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
         async with http.get(f"{url}{API}/sessions/{peer.session_id}",
                             headers=_auth(api_key)) as resp:
             if resp.status == 200:
-                stats = (await resp.json()).get("pipeline")
-                peer.pipeline = stats if isinstance(stats, dict) else None
+                body = await resp.json()
+                stats, media = body.get("pipeline"), body.get("media_time")
+                return Snapshot(stats if isinstance(stats, dict) else None,
+                                float(media) if isinstance(media, int | float) else None,
+                                (sent + time.time()) / 2)
+    return None
 
 
 async def end_peer(peer: Peer, http: aiohttp.ClientSession, url: str, api_key: str) -> None:
@@ -391,19 +552,34 @@ class Target:
 
 
 @dataclass
+class Window:
+    """The streaming window: wall times and the CPU figures read at its two ends."""
+
+    seconds: float = 0.0
+    start_wall: float = 0.0
+    end_wall: float = 0.0
+    cpu_seconds: float | None = None  # server process tree
+    client_cpu_seconds: float = 0.0
+    machine_cpu_seconds: float | None = None  # every process on the machine
+    threads: ThreadWindow | None = None
+
+
+@dataclass
 class RoundResult:
     sessions: int
-    seconds: float
     connected: int
-    cpu_seconds: float | None
-    client_cpu_seconds: float
-    machine_cpu_seconds: float | None  # every process on the machine, same window
+    window: Window
     rss_idle_mb: float | None
     rss_end_mb: float | None
     before: Samples | None
     after: Samples | None
     peers: list[Peer]
+    watcher: Link
     errors: list[str]
+
+    @property
+    def seconds(self) -> float:
+        return self.window.seconds
 
 
 def _cpu(target: Target) -> float | None:
@@ -414,49 +590,240 @@ def _rss(target: Target) -> float | None:
     return None if target.pid is None else tree_rss_mb(target.pid)
 
 
+def _delta(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else end - start
+
+
+async def _snapshots(peers: list[Peer], http: aiohttp.ClientSession,
+                     target: Target) -> list[Snapshot | None]:
+    return list(await asyncio.gather(*(snapshot(p, http, target.url, target.api_key)
+                                       for p in peers)))
+
+
+async def _dump_later(pid: int, delay: float) -> PySpyDump:
+    await asyncio.sleep(delay)
+    return await py_spy_dump(pid)
+
+
+async def stream_window(live: list[Peer], seconds: float, target: Target,
+                        http: aiohttp.ClientSession) -> Window:
+    """Stats at the start, CPU counters, wait ``seconds`` (py-spy half-way), CPU, stats."""
+    for peer, snap in zip(live, await _snapshots(live, http, target), strict=True):
+        peer.first = snap
+    threads = ThreadWindow.open(target.pid) if target.pid is not None else None
+    cpu0, mono0, client0, busy0 = (_cpu(target), time.monotonic(), time.process_time(),
+                                   machine_busy_seconds())
+    wall0 = time.time()
+    dump = (asyncio.create_task(_dump_later(target.pid, seconds / 2))
+            if threads is not None and target.pid is not None else None)
+    await asyncio.sleep(seconds)
+    cpu1, mono1, client1, busy1 = (_cpu(target), time.monotonic(), time.process_time(),
+                                   machine_busy_seconds())
+    window = Window(mono1 - mono0, wall0, time.time(), _delta(cpu0, cpu1), client1 - client0,
+                    _delta(busy0, busy1), threads)
+    if threads is not None:
+        threads.close()
+        threads.dump = await dump if dump is not None else None
+    for peer, snap in zip(live, await _snapshots(live, http, target), strict=True):
+        peer.last = snap
+    return window
+
+
 async def run_round(n: int, seconds: float, target: Target, clips: list[EncodedClip],
                     http: aiohttp.ClientSession, connect_timeout: float) -> RoundResult:
     rss_idle = _rss(target)
     before = await scrape_metrics(http, target.url)
-    peers = [Peer(i) for i in range(n)]
+    peers, watcher = [Peer(index=i) for i in range(n)], Link()
     try:
-        errors = await _connect_all(peers, http, target, clips, connect_timeout)
+        errors = await _connect_all(peers, watcher, http, target, clips, connect_timeout)
         live = [p for p in peers if p.connected.is_set() and p.failed is None]
-        cpu0, wall0, client0 = _cpu(target), time.monotonic(), time.process_time()
-        busy0 = machine_busy_seconds()
-        await asyncio.sleep(seconds if live else 0)  # nothing to measure without a peer
-        cpu1, wall1, client1 = _cpu(target), time.monotonic(), time.process_time()
-        busy1 = machine_busy_seconds()
-        await asyncio.gather(*(fetch_pipeline(p, http, target.url, target.api_key)
-                               for p in live))
+        # Nothing to measure without a peer: an empty window.
+        window = await stream_window(live, seconds, target, http) if live else Window()
         after = await scrape_metrics(http, target.url)
         rss_end = _rss(target)
     finally:
         await asyncio.gather(*(end_peer(p, http, target.url, target.api_key) for p in peers),
                              return_exceptions=True)
-    cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
-    busy = None if busy0 is None or busy1 is None else busy1 - busy0
-    return RoundResult(n, wall1 - wall0, len(live), cpu, client1 - client0, busy, rss_idle,
-                       rss_end, before, after, peers, errors)
+        await watcher.pc.close()
+    return RoundResult(n, len(live), window, rss_idle, rss_end, before, after, peers, watcher,
+                       errors)
 
 
-async def _connect_all(peers: list[Peer], http: aiohttp.ClientSession, target: Target,
-                       clips: list[EncodedClip], timeout: float) -> list[str]:
-    # Peers start at evenly spread points of the loop, as candidates join at random times.
-    jobs = [connect_peer(p, http, target.url, target.api_key, clips, p.index / len(peers),
-                         timeout) for p in peers]
-    results = await asyncio.gather(*jobs, return_exceptions=True)
-    errors = [f"peer {p.index}: {r!r}" for p, r in zip(peers, results, strict=True)
+async def _connect_all(peers: list[Peer], watcher: Link, http: aiohttp.ClientSession,
+                       target: Target, clips: list[EncodedClip], timeout: float) -> list[str]:
+    """Sessions first, then the proctor's watcher on all of them, then the candidates."""
+    url, key = target.url, target.api_key
+    created = await asyncio.gather(*(create_session(p, http, url, key) for p in peers),
+                                   return_exceptions=True)
+    errors = [f"peer {p.index}: {r!r}" for p, r in zip(peers, created, strict=True)
               if isinstance(r, BaseException)]
+    ready = [p for p in peers if p.session_id]
+    if ready:
+        try:
+            await connect_watcher(watcher, [p.session_id for p in ready], http, url, key,
+                                  timeout)
+        except (RuntimeError, aiohttp.ClientError, TimeoutError, KeyError) as exc:
+            watcher.failed = repr(exc)
+    # Peers start at evenly spread points of the loop, as candidates join at random times.
+    jobs = [connect_peer(p, http, url, clips, p.index / len(peers), timeout) for p in ready]
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    errors += [f"peer {p.index}: {r!r}" for p, r in zip(ready, results, strict=True)
+               if isinstance(r, BaseException)]
     errors += [f"peer {p.index}: {p.failed}" for p in peers if p.failed]
+    if watcher.failed:
+        errors.append(f"proctor watcher: {watcher.failed}")
     return errors
+
+
+# ---- flags: delay and correctness ------------------------------------------------------
+
+
+def flag_delays(flags: Iterable[FlagSeen], origins: dict[str, float], rules: dict[str, float],
+                until: float) -> list[float]:
+    """Seconds each flag reached the channel after its rule's duration had run out:
+    arrival - (media time 0 + flag.start + first-level seconds), flags up to ``until``."""
+    return [f.arrival - (origins[f.session_id] + f.start + rules.get(f.kind, 0.0))
+            for f in flags if f.session_id in origins and f.arrival <= until]
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    """Nearest-rank quantile: the p95 of 10 values is the largest."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def expected_openings(video_start: float, w0: float, w1: float, need: float) -> int:
+    """face_absent flags the media script opens within media time [w0, w1] for a peer whose
+    video began ``video_start`` s into the loop: the last ABSENT_S s of each CYCLE_S loop
+    show no face, and a flag opens ``need`` s into such a stretch."""
+    count, k = 0, 0
+    while (onset := k * CYCLE_S + CYCLE_S - ABSENT_S - video_start) <= w1:
+        begin = max(onset, 0.0)  # a peer may start inside a no-face stretch
+        if onset + ABSENT_S - begin >= need and w0 <= begin + need <= w1:
+            count += 1
+        k += 1
+    return count
+
+
+@dataclass(frozen=True)
+class Scripted:
+    """face_absent flags a session opened in the window, against the media's script."""
+
+    seen: int
+    expected: int
+
+    @property
+    def ok(self) -> bool:
+        return abs(self.seen - self.expected) <= 1
+
+
+def scripted_flags(peer: Peer, window: Window, rules: dict[str, float]) -> Scripted | None:
+    origin = peer.origin
+    if origin is None or window.seconds <= 0:
+        return None
+    need = rules.get(SCRIPTED_KIND, 0.0)
+    w0, w1 = window.start_wall - origin, window.end_wall - origin
+    seen = sum(1 for f in peer.flags.values()
+               if f.kind == SCRIPTED_KIND and w0 <= f.start + need <= w1)
+    return Scripted(seen, expected_openings(peer.video_start, w0, w1, need))
+
+
+def analysed_fps(peer: Peer) -> float | None:
+    """frames_analysed growth over the window / the server media time it spanned."""
+    a, b = peer.first, peer.last
+    if a is None or b is None or a.pipeline is None or b.pipeline is None:
+        return None
+    if a.media_time is None or b.media_time is None or b.media_time <= a.media_time:
+        return None
+    frames = b.pipeline.get("frames_analysed", 0) - a.pipeline.get("frames_analysed", 0)
+    return float(frames) / (b.media_time - a.media_time)
+
+
+def origin_skew(peer: Peer) -> float | None:
+    """Server's media time 0 (from its media_time at the last GET) minus the client's
+    estimate (first packet sent): by this much the flag delays are overstated."""
+    snap, origin = peer.last, peer.origin
+    if snap is None or snap.media_time is None or origin is None:
+        return None
+    return snap.wall - snap.media_time - origin
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """What a round is judged on."""
+
+    fps: list[float | None]  # per connected session
+    lag_p95: list[float | None]
+    candidate_delays: list[float]
+    proctor_delays: list[float]
+    scripted: list[Scripted]
+    other_kinds: Counter[str]
+    other_sessions: int
+
+
+def acceptance(r: RoundResult, rules: dict[str, float]) -> Acceptance:
+    live = [p for p in r.peers if p.last is not None]
+    origins = {p.session_id: o for p in r.peers if (o := p.origin) is not None}
+    until = r.window.end_wall
+    candidate = [f for p in r.peers for f in p.flags.values()]
+    others = [p for p in r.peers
+              if any(f.kind != SCRIPTED_KIND and f.arrival <= until for f in p.flags.values())]
+    return Acceptance(
+        fps=[analysed_fps(p) for p in live],
+        lag_p95=[(p.pipeline or {}).get("analysis_lag_p95") for p in live],
+        candidate_delays=flag_delays(candidate, origins, rules, until),
+        proctor_delays=flag_delays(r.watcher.flags.values(), origins, rules, until),
+        scripted=[s for p in live if (s := scripted_flags(p, r.window, rules)) is not None],
+        other_kinds=Counter(f.kind for f in candidate
+                            if f.kind != SCRIPTED_KIND and f.arrival <= until),
+        other_sessions=len(others),
+    )
+
+
+def _worst(values: list[float | None], pick: Any) -> float | None:
+    """min/max over sessions, or None when any session lacks the figure."""
+    return None if not values or None in values else float(pick(values))
+
+
+def _bar(name: str, value: float | None, ok: bool, bar: str, unit: str = "") -> str | None:
+    if value is None:
+        return f"{name} n/a"
+    return None if ok else f"{name} {value:.3g}{unit} (bar {bar})"
+
+
+def verdict(r: RoundResult, acc: Acceptance) -> str:
+    problems: list[str | None] = []
+    if r.connected < r.sessions:
+        problems.append(f"{r.connected}/{r.sessions} sessions connected")
+    if not r.watcher.connected.is_set() or r.watcher.failed:
+        problems.append("proctor watcher not connected")
+    fps, lag = _worst(acc.fps, min), _worst(acc.lag_p95, max)
+    cand, proc = quantile(acc.candidate_delays, 0.95), quantile(acc.proctor_delays, 0.95)
+    problems += [
+        _bar("min analysed fps", fps, fps is not None and fps >= MIN_ANALYSED_FPS,
+             f">= {MIN_ANALYSED_FPS}"),
+        _bar("worst lag p95", lag, lag is not None and lag < MAX_LAG_P95,
+             f"< {MAX_LAG_P95}", " s"),
+        _bar("candidate flag delay p95", cand, cand is not None and cand <= MAX_FLAG_DELAY_P95,
+             f"<= {MAX_FLAG_DELAY_P95}", " s"),
+        _bar("proctor flag delay p95", proc, proc is not None and proc <= MAX_FLAG_DELAY_P95,
+             f"<= {MAX_FLAG_DELAY_P95}", " s"),
+    ]
+    failed = [p for p in problems if p]
+    return "FAIL: " + "; ".join(failed) if failed else "PASS"
 
 
 # ---- report ------------------------------------------------------------------------
 
 
 COLUMNS = ("sessions", "cpu/session", "lag p50", "lag p95", "frames recv", "analysed",
-           "dropped", "rss MB", "MB/session", "flags", "end s", "client cpu", "other cpu")
+           "dropped", "rss MB", "MB/session", "end s", "client cpu", "other cpu")
+ACCEPTANCE = ("sessions", "fps min", "fps med", "lag p95 max", "cand flags", "cand p50",
+              "cand p95", "cand max", "proc flags", "proc p50", "proc p95", "proc max",
+              "face_absent ok", "verdict")
+THREAD_COLUMNS = ("group", "threads", "% of a core", "% of server", "per session")
 
 
 def _fmt(value: float | None, spec: str, unit: str = "") -> str:
@@ -485,10 +852,12 @@ def _lag(result: RoundResult, key: str, q: float) -> float | None:
 
 def summary_row(r: RoundResult) -> list[str]:
     n = r.connected
-    cpu = None if r.cpu_seconds is None or not n else 100 * r.cpu_seconds / r.seconds / n
+    cpu = (None if r.window.cpu_seconds is None or not n or r.seconds < 0.5
+           else 100 * r.window.cpu_seconds / r.seconds / n)
     growth = (None if r.rss_end_mb is None or r.rss_idle_mb is None or not n
               else (r.rss_end_mb - r.rss_idle_mb) / n)
     ends = [p.end_seconds for p in r.peers if p.end_seconds is not None]
+    client = r.window.client_cpu_seconds
     return [
         f"{r.connected}/{r.sessions}",
         _fmt(cpu, ".1f", "%"),
@@ -499,37 +868,86 @@ def summary_row(r: RoundResult) -> list[str]:
         _fmt(_frames(r, "frames_dropped", "proctor_frames_dropped_total"), ".0f"),
         _fmt(r.rss_end_mb, ".0f"),
         _fmt(growth, ".0f"),
-        str(sum(p.flag_messages for p in r.peers)),
         _fmt(max(ends) if ends else None, ".2f"),
-        _fmt(100 * r.client_cpu_seconds / r.seconds if r.seconds > 0.5 else None, ".1f", "%"),
+        _fmt(100 * client / r.seconds if r.seconds > 0.5 else None, ".1f", "%"),
         _fmt(_other_cpu(r), ".1f", "%"),
     ]
+
+
+def acceptance_row(r: RoundResult, acc: Acceptance) -> list[str]:
+    fps = [f for f in acc.fps if f is not None]
+    ok = sum(s.ok for s in acc.scripted)
+    row = [f"{r.connected}/{r.sessions}", _fmt(_worst(acc.fps, min), ".2f"),
+           _fmt(statistics.median(fps) if fps else None, ".2f"),
+           _fmt(_worst(acc.lag_p95, max), ".3f", " s")]
+    for delays in (acc.candidate_delays, acc.proctor_delays):
+        row += [str(len(delays)), _fmt(quantile(delays, 0.5), ".2f", " s"),
+                _fmt(quantile(delays, 0.95), ".2f", " s"),
+                _fmt(max(delays) if delays else None, ".2f", " s")]
+    row += [f"{ok}/{len(acc.scripted)}", verdict(r, acc).split(":")[0]]
+    return row
 
 
 def _other_cpu(r: RoundResult) -> float | None:
     """CPU that neither the server nor this generator used in the window (100% = a core):
     anything well above zero means the machine was shared and the figures are noisy."""
-    if r.machine_cpu_seconds is None or r.cpu_seconds is None or r.seconds < 0.5:
+    w = r.window
+    if w.machine_cpu_seconds is None or w.cpu_seconds is None or w.seconds < 0.5:
         return None
-    other = r.machine_cpu_seconds - r.cpu_seconds - r.client_cpu_seconds
-    return max(0.0, 100 * other / r.seconds)
+    other = w.machine_cpu_seconds - w.cpu_seconds - w.client_cpu_seconds
+    return max(0.0, 100 * other / w.seconds)
+
+
+def thread_rows(r: RoundResult) -> list[list[str]]:
+    threads, total = r.window.threads, r.window.cpu_seconds
+    if threads is None or r.seconds < 0.5:
+        return []
+    groups = threads.groups(total)
+    whole = total if total else sum(g.cpu_seconds for g in groups)
+    rows = [_thread_row(g, r, whole) for g in groups]
+    rows.append(_thread_row(GroupRow("server total", sum(g.threads for g in groups), whole),
+                            r, whole))
+    return rows
+
+
+def _thread_row(g: GroupRow, r: RoundResult, whole: float) -> list[str]:
+    core = 100 * g.cpu_seconds / r.seconds
+    return [g.label, str(g.threads) if g.threads else "", f"{core:.1f}%",
+            _fmt(100 * g.cpu_seconds / whole if whole > 0 else None, ".1f", "%"),
+            _fmt(core / r.connected if r.connected else None, ".1f", "%")]
+
+
+def _py_spy_line(r: RoundResult) -> str:
+    threads = r.window.threads
+    if threads is None or threads.dump is None:
+        return "py-spy: not run"
+    dump = threads.dump
+    if dump.error:
+        return (f"py-spy: failed ({dump.error}): Python and native threads are told apart "
+                "by kernel name only")
+    return (f"py-spy dump half-way ({dump.wall_seconds:.2f} s, {dump.cpu_seconds:.2f} s CPU, "
+            f"inside 'other cpu'); Python threads: {threads.python_names()}")
 
 
 def _kinds(peer: Peer) -> str:
-    counts = Counter(peer.flag_kinds.values())
+    counts = Counter(f.kind for f in peer.flags.values())
     return " ".join(f"{kind}x{n}" for kind, n in sorted(counts.items())) or "-"
 
 
-def peer_rows(r: RoundResult) -> Iterator[list[str]]:
+def peer_rows(r: RoundResult, rules: dict[str, float]) -> Iterator[list[str]]:
     for p in r.peers:
         stats = p.pipeline or {}
+        scripted = scripted_flags(p, r.window, rules)
         yield [f"  #{p.index}", p.session_id[:12] or NA,
                _fmt(stats.get("analysis_lag_p50"), ".3f"),
                _fmt(stats.get("analysis_lag_p95"), ".3f"),
+               _fmt(analysed_fps(p), ".2f"),
                _fmt(stats.get("frames_received"), "d"), _fmt(stats.get("frames_analysed"), "d"),
                _fmt(stats.get("frames_dropped"), "d"),
                _fmt(stats.get("audio_chunks_dropped"), "d"),
                _fmt(stats.get("evidence_frames_dropped"), "d"), str(p.video_sent),
+               _fmt(origin_skew(p), "+.3f"),
+               NA if scripted is None else f"{scripted.seen}/{scripted.expected}",
                str(p.flag_messages), _kinds(p), p.failed or "ok"]
 
 
@@ -557,33 +975,88 @@ def _metrics_line(r: RoundResult) -> str:
             f"recv/analysed/dropped {'/'.join(_fmt(c, '.0f') for c in counts)}")
 
 
-def print_table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> None:
+def print_table(header: tuple[str, ...] | list[str], rows: list[list[str]],
+                left: int = 0) -> None:
+    """Columns right-aligned, the first ``left`` ones left-aligned."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
     for row in [list(header), *rows]:
-        print("  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)))
+        print("  ".join(str(c).ljust(w) if i < left else str(c).rjust(w)
+                        for i, (c, w) in enumerate(zip(row, widths, strict=True))))
 
 
-def print_results(results: list[RoundResult], args: argparse.Namespace, fresh: bool) -> None:
-    print()
-    print("command:", shlex.join([sys.executable, *sys.argv]))
-    server = "a fresh proctor serve per round" if fresh else f"external {args.server}"
-    print(f"server: {server}; window {args.seconds:g} s per round after all peers connected")
+def _print_load(results: list[RoundResult]) -> None:
     print_table(COLUMNS, [summary_row(r) for r in results])
     print("cpu/session: server process tree CPU over the window / connected sessions "
           "(100% = one core); lag p50 = median of the sessions' p50, p95 = worst session's "
           "p95; frames = sums over sessions (whole session, not just the window); "
           "rss MB at the window's end, MB/session = growth over the idle server "
-          "(includes what the first session loads once); "
-          "flags = flag messages received on the DataChannels; end s = slowest POST /end; "
-          "client cpu = this load generator, all peers; other cpu = everything else on "
-          f"the machine ({os.cpu_count()} cores) in the window.")
+          "(includes what the first session loads once); end s = slowest POST /end; "
+          "client cpu = this load generator, all peers and the watcher; other cpu = "
+          f"everything else on the machine ({os.cpu_count()} cores) in the window.")
     print(_marginal_memory(results))
+
+
+def _print_acceptance(results: list[RoundResult], accepted: list[Acceptance]) -> None:
+    print()
+    print_table(ACCEPTANCE, [acceptance_row(r, a) for r, a in zip(results, accepted,
+                                                                  strict=True)])
+    print("fps = frames_analysed growth over the window / the session's server media time "
+          "over the same span (GET /sessions at the window's start and end); lag p95 max = "
+          "worst session; cand/proc = flags opened on the candidates' channels / on the "
+          "proctor's alerts channel from each session's start to the window's end, delay = "
+          "arrival - (first packet sent + flag.start + the rule's first-level seconds); "
+          f"face_absent ok = sessions whose {SCRIPTED_KIND} flags opened in the window "
+          "number the media script's, ±1; t0 skew = the server's media time 0 (from its "
+          "media_time) - the first packet sent: the delays are overstated by about this.")
+    for r, acc in zip(results, accepted, strict=True):
+        others = " ".join(f"{k}x{n}" for k, n in sorted(acc.other_kinds.items())) or "none"
+        print(f"[{r.sessions} sessions] {verdict(r, acc)}")
+        print(f"[{r.sessions} sessions] other flag kinds (to the window's end): {others}"
+              + (f" in {acc.other_sessions} sessions" if acc.other_kinds else "")
+              + f"; t0 skew median {_fmt(_median_skew(r), '+.3f', ' s')}")
+
+
+def _median_skew(r: RoundResult) -> float | None:
+    skews = [s for p in r.peers if (s := origin_skew(p)) is not None]
+    return statistics.median(skews) if skews else None
+
+
+def _print_threads(r: RoundResult) -> None:
+    rows = thread_rows(r)
+    if not rows:
+        return
+    print(f"\nserver threads, {r.sessions} sessions ({r.seconds:.1f} s window; 100% = one "
+          "core; per session = % of a core / connected sessions):")
+    print_table(THREAD_COLUMNS, rows, left=1)
+    print(_py_spy_line(r))
+
+
+def _print_detail(r: RoundResult, rules: dict[str, float]) -> None:
+    print(f"\n{r.sessions} sessions, per peer; {_metrics_line(r)}")
+    print_table(["peer", "session", "p50", "p95", "fps", "recv", "analysed", "dropped",
+                 "audio drop", "clip drop", "sent", "t0 skew", f"{SCRIPTED_KIND}",
+                 "flag msgs", "flags opened", "state"], list(peer_rows(r, rules)))
+    print(f"t0 skew = server's media time 0 - first packet sent (s): flag delays above are "
+          f"overstated by about this; {SCRIPTED_KIND} = opened in the window / expected; "
+          f"proctor channel: {r.watcher.messages} messages, {r.watcher.flag_messages} flag "
+          f"messages, {len(r.watcher.flags)} flags")
+
+
+def print_results(results: list[RoundResult], args: argparse.Namespace, fresh: bool,
+                  rules: dict[str, float]) -> None:
+    print()
+    print("command:", shlex.join([sys.executable, *sys.argv]))
+    server = "a fresh proctor serve per round" if fresh else f"external {args.server}"
+    print(f"server: {server}; {args.codec} + opus; window {args.seconds:g} s per round "
+          "after all peers connected")
+    _print_load(results)
+    accepted = [acceptance(r, rules) for r in results]
+    _print_acceptance(results, accepted)
+    for r in results:
+        _print_threads(r)
     if args.detail:
         for r in results:
-            print(f"\n{r.sessions} sessions, per peer; {_metrics_line(r)}")
-            print_table(["peer", "session", "p50", "p95", "recv", "analysed", "dropped",
-                         "audio drop", "clip drop", "sent", "flag msgs", "flags opened",
-                         "state"], list(peer_rows(r)))
+            _print_detail(r, rules)
     for r in results:
         other = _other_cpu(r)
         if other is not None and other > 25:
@@ -617,14 +1090,14 @@ def speech_wav() -> Path | None:
     return wav
 
 
-def prepare_media(workdir: Path, audio: bool) -> list[EncodedClip]:
+def prepare_media(workdir: Path, audio: bool, codec: str) -> list[EncodedClip]:
     speech = speech_wav() if audio else None
     if audio and speech is None:
         print("note: no speech sample available (pyannote.audio wheel); video only")
     started = time.monotonic()
-    path = build_media(workdir / "bench.mp4", speech)
+    path = build_media(workdir, speech, codec)  # type: ignore[arg-type]  # argparse checked
     clips = load_clips(path)
-    kinds = ", ".join(f"{c.kind} {c.seconds:.1f} s loop" for c in clips)
+    kinds = ", ".join(f"{c.kind} {c.codec} {c.seconds:.1f} s loop" for c in clips)
     print(f"media: {path.name} ({path.stat().st_size / 2**20:.1f} MB; {kinds}), "
           f"built in {time.monotonic() - started:.1f} s")
     return clips
@@ -648,7 +1121,7 @@ async def _managed_round(n: int, args: argparse.Namespace, workdir: Path,
 async def _bounded_round(n: int, args: argparse.Namespace, target: Target,
                          clips: list[EncodedClip], http: aiohttp.ClientSession) -> RoundResult:
     print(f"round: {n} sessions for {args.seconds:g} s ...", flush=True)
-    limit = args.seconds + args.connect_timeout + 120  # connect, stream, end: never hangs
+    limit = args.seconds + 2 * args.connect_timeout + 120  # connect, stream, end: never hangs
     return await asyncio.wait_for(
         run_round(n, args.seconds, target, clips, http, args.connect_timeout), limit)
 
@@ -656,9 +1129,10 @@ async def _bounded_round(n: int, args: argparse.Namespace, target: Target,
 async def main_async(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="proctor-load-"))
     results: list[RoundResult] = []
+    rules = rule_seconds()
     failed = 0
     try:
-        clips = prepare_media(workdir, not args.no_audio)
+        clips = prepare_media(workdir, not args.no_audio, args.codec)
         async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
             for n in args.sessions:
                 try:
@@ -670,10 +1144,11 @@ async def main_async(args: argparse.Namespace) -> int:
                     failed += 1  # one broken round should not hide the others' figures
                     print(f"round {n} failed: {type(exc).__name__}: {exc}", flush=True)
                     continue
+                _keep_dump(result, workdir)
                 results.append(result)
     finally:
         if results:
-            print_results(results, args, fresh=not args.server)
+            print_results(results, args, fresh=not args.server, rules=rules)
         if args.keep:
             print(f"kept: {workdir}")
         else:
@@ -681,22 +1156,35 @@ async def main_async(args: argparse.Namespace) -> int:
     return 0 if not failed and all(r.connected == r.sessions for r in results) else 1
 
 
+def _keep_dump(result: RoundResult, workdir: Path) -> None:
+    """The round's py-spy dump beside the server log (kept with ``--keep``)."""
+    threads = result.window.threads
+    if threads is not None and threads.dump is not None and threads.dump.text:
+        (workdir / f"py-spy-{result.sessions}.txt").write_text(threads.dump.text)
+
+
 def _external(args: argparse.Namespace) -> Target:
     from urllib.parse import urlsplit
 
     pid = args.server_pid or pid_listening_on(urlsplit(args.server).port or 80)
     if pid is None:
-        print("note: server pid not found (pass --server-pid): cpu and rss are n/a")
+        print("note: server pid not found (pass --server-pid): cpu, threads and rss are n/a")
     return Target(args.server.rstrip("/"), args.api_key, pid)
+
+
+def _counts(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sessions", default="1,4,8",
-                        type=lambda s: [int(x) for x in s.split(",") if x.strip()],
-                        help="comma-separated session counts, one round each (default 1,4,8)")
+    parser.add_argument("--sessions", default=_counts(DEFAULT_SESSIONS), type=_counts,
+                        help="comma-separated session counts, one round each "
+                             f"(default {DEFAULT_SESSIONS})")
     parser.add_argument("--seconds", type=float, default=30.0,
                         help="streaming window per round, after all peers connected")
+    parser.add_argument("--codec", choices=CODECS, default="vp8",
+                        help="video codec the peers send (default vp8, as Chromium does)")
     parser.add_argument("--server", help="use this running server instead of starting one")
     parser.add_argument("--api-key", help="integrator API key for --server")
     parser.add_argument("--server-pid", type=int,
@@ -707,7 +1195,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds to wait for a started server's /readyz")
     parser.add_argument("--detail", action="store_true", help="also print one line per peer")
     parser.add_argument("--keep", action="store_true",
-                        help="keep the temp dir (media, server logs, data, clips)")
+                        help="keep the temp dir (media, server logs, py-spy dumps, data, clips)")
     args = parser.parse_args(argv)
     if args.server and not args.api_key:
         parser.error("--server needs --api-key")
