@@ -1,15 +1,15 @@
 """A second voice besides the candidate's (``multiple_speakers``).
 
 The speaker model is resemblyzer 0.1.4's GE2E encoder (Apache-2.0), converted once to
-plain numpy weights by ``models/convert_ge2e.py``: a 40-band mel spectrogram (25 ms
-windows, 10 ms hop, 16 kHz), a 3-layer LSTM of 256 units, a linear layer of 256, ReLU
-and L2 normalisation. Each 1.6 s window (160 mel frames) becomes one unit-length voice
-embedding. Measured on real speech (bench/speakers.py): a window against the learned
-voice of the same speaker scores 0.65-0.90 (median 0.81), other voices 0.37-0.79 (two
-people in one room: median 0.71). Everything runs in numpy: no torch, about 10 ms per
-window on one idle core. numpy's BLAS must run single-threaded in the server
-(OPENBLAS_NUM_THREADS=1): the LSTM's 480 small products per window each wake BLAS
-threads otherwise, and with the worker pool busy a window then took 50-120 ms.
+plain numpy weights by ``models/convert_ge2e.py`` and from those to an ONNX graph by
+``models/convert_ge2e_onnx.py``: a 40-band mel spectrogram (25 ms windows, 10 ms hop,
+16 kHz), a 3-layer LSTM of 256 units, a linear layer of 256, ReLU and L2 normalisation.
+Each 1.6 s window (160 mel frames) becomes one unit-length voice embedding. Measured on
+real speech (bench/speakers.py): a window against the learned voice of the same speaker
+scores 0.65-0.90 (median 0.81), other voices 0.37-0.79 (two people in one room: median
+0.71). No torch: the mel spectrogram is numpy, the LSTM runs in onnxruntime (one thread,
+outside the interpreter lock; the numpy forward pass, kept as :class:`Ge2eReference`,
+held the lock for ~4,000 small calls a window and stalled the other sessions' stages).
 
 Per session the stream keeps the last window of audio and every ``hop_seconds`` embeds
 it when it holds speech (an energy gate against the session's own noise floor, see
@@ -65,7 +65,8 @@ log = logging.getLogger("proctor.detectors.speakers")
 Floats = npt.NDArray[np.float32]
 Embedding = Floats  # unit length, EMBEDDING_SIZE numbers
 
-MODEL_NAME = "ge2e_speaker"  # the manifest entry (models/manifest.json)
+MODEL_NAME = "ge2e_speaker_onnx"  # the manifest entry the detector loads (models/manifest.json)
+WEIGHTS_NAME = "ge2e_speaker"  # the numpy weights it was built from (Ge2eReference)
 MODEL_VERSION = "ge2e-resemblyzer-0.1.4"
 EMBEDDING_SIZE = 256
 
@@ -95,10 +96,15 @@ CONFIDENT_MARGIN = 0.15
 
 
 def model_path() -> Path:
-    """The converted GE2E weights named by the model manifest (models/ in a checkout,
-    proctor/models_data/ in an installed wheel; python models/convert_ge2e.py rebuilds
-    them)."""
+    """The GE2E ONNX graph named by the model manifest (models/ in a checkout,
+    proctor/models_data/ in an installed wheel; python models/convert_ge2e.py and then
+    models/convert_ge2e_onnx.py rebuild it)."""
     return model_file(MODEL_NAME)
+
+
+def weights_path() -> Path:
+    """The numpy weights (the reference forward pass's)."""
+    return model_file(WEIGHTS_NAME)
 
 
 # Mel spectrogram ------------------------------------------------------------------
@@ -170,7 +176,58 @@ class _Layer:
 
 
 class Ge2eEncoder:
-    """GE2E's forward pass in numpy, numerically torch's ``nn.LSTM`` + ``nn.Linear``.
+    """GE2E's forward pass in onnxruntime: ``models/ge2e_speaker.onnx``, the same weights
+    as three ONNX ``LSTM`` nodes (``models/convert_ge2e_onnx.py``, checked against
+    :class:`Ge2eReference`). The recurrent steps run natively, without the interpreter
+    lock, and several partials go in one call. Stateless: one encoder (one
+    InferenceSession, whose ``run`` is thread-safe) serves every session and thread.
+    """
+
+    hidden = 256
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        # One thread per run: sessions share the worker pool's threads.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(path), sess_options=options,
+                                             providers=["CPUExecutionProvider"])
+
+    def embed_mels(self, mels: Floats) -> Floats:
+        """Partials' mel frames (B, 160, 40) -> their unit-length embeddings (B, 256)."""
+        batch = np.ascontiguousarray(np.transpose(mels, (1, 0, 2)), np.float32)
+        raw = self._session.run(None, {"mel": batch})[0]
+        norms = np.linalg.norm(raw, axis=1, keepdims=True)
+        embeddings: Floats = (raw / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        return embeddings
+
+    def embed_mel(self, mel: Floats) -> Embedding:
+        """One partial utterance's mel frames (T, 40), T = 160 as trained -> embedding."""
+        embedding: Embedding = self.embed_mels(mel[None])[0]
+        return embedding
+
+    def embed(self, samples: Floats) -> Embedding:
+        """Audio of any length: one 1.6 s partial per PARTIAL_STEP_FRAMES (0.5 s), the last
+        ending at the audio's end, averaged, as resemblyzer's embed_utterance does. A live
+        window is exactly one partial; shorter audio is padded with silence."""
+        mel = _utterance_mel(samples)
+        starts = range(len(mel) - PARTIAL_FRAMES, -1, -PARTIAL_STEP_FRAMES)
+        partials = np.stack([mel[s:s + PARTIAL_FRAMES] for s in starts])
+        return mean_embedding(list(self.embed_mels(partials)))
+
+
+def _utterance_mel(samples: Floats) -> Floats:
+    samples = np.asarray(samples, np.float32)
+    if len(samples) < WINDOW_SAMPLES:
+        samples = np.pad(samples, (0, WINDOW_SAMPLES - len(samples)))
+    return mel_frames(normalise_volume(samples))
+
+
+class Ge2eReference:
+    """GE2E's forward pass in numpy, numerically torch's ``nn.LSTM`` + ``nn.Linear``, from
+    ``models/ge2e_speaker.npz``: the reference the ONNX graph is checked against.
 
     Two rewrites keep it fast without changing the result: the gates are reordered from
     torch's (i, f, g, o) to (i, f, o, g) so the three sigmoid gates are one contiguous
@@ -241,13 +298,8 @@ class Ge2eEncoder:
         return outputs, state
 
     def embed(self, samples: Floats) -> Embedding:
-        """Audio of any length: one 1.6 s partial per PARTIAL_STEP_FRAMES (0.5 s), the last
-        ending at the audio's end, averaged, as resemblyzer's embed_utterance does. A live
-        window is exactly one partial; shorter audio is padded with silence."""
-        samples = np.asarray(samples, np.float32)
-        if len(samples) < WINDOW_SAMPLES:
-            samples = np.pad(samples, (0, WINDOW_SAMPLES - len(samples)))
-        mel = mel_frames(normalise_volume(samples))
+        """As :meth:`Ge2eEncoder.embed`."""
+        mel = _utterance_mel(samples)
         starts = range(len(mel) - PARTIAL_FRAMES, -1, -PARTIAL_STEP_FRAMES)
         return mean_embedding([self.embed_mel(mel[s:s + PARTIAL_FRAMES]) for s in starts])
 

@@ -25,8 +25,10 @@ from proctor.detectors.base import AudioSample, StreamContext
 from proctor.detectors.speakers import (
     EMBEDDING_SIZE,
     MODEL_NAME,
+    WEIGHTS_NAME,
     WINDOW_SAMPLES,
     Embedding,
+    Ge2eReference,
     SpeakerDetector,
     SpeakerStream,
     cosine,
@@ -35,6 +37,7 @@ from proctor.detectors.speakers import (
     mel_filterbank,
     mel_frames,
     model_path,
+    weights_path,
 )
 from proctor.models import ModelMissing, check, load_manifest
 from tests import audio_media as media
@@ -119,7 +122,7 @@ def test_mel_filterbank_is_librosas() -> None:
 def _plain_lstm_embedding(mel: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     """torch.nn.LSTM + Linear + ReLU + L2 norm written the textbook way, from the npz:
     torch's gate order (i, f, g, o) and a real sigmoid."""
-    with np.load(model_path()) as w:
+    with np.load(weights_path()) as w:
         x = mel.astype(np.float64)
         for layer in range(3):
             w_ih, w_hh = w[f"lstm.weight_ih_l{layer}"], w[f"lstm.weight_hh_l{layer}"]
@@ -178,7 +181,7 @@ def test_converter_reproduces_the_weights(tmp_path: Path,
     monkeypatch.setattr(sys, "argv", ["convert_ge2e.py", "--wheel", str(found[0]),
                                       "--out", str(out)])
     converter.main()
-    entry = next(e for e in load_manifest() if e.name == MODEL_NAME)
+    entry = next(e for e in load_manifest() if e.name == WEIGHTS_NAME)
     assert hashlib.sha256(out.read_bytes()).hexdigest() == entry.sha256
 
 
@@ -403,3 +406,17 @@ def test_missing_weights_switch_the_detector_off(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(speakers, "model_path", missing)
     assert load_speaker_detector(SpeakersConfig()) is None
     assert "speakers detector off" in caplog.text
+
+
+def test_the_onnx_graph_is_the_numpy_forward_pass(detector: SpeakerDetector,
+                                                  pyannote: tuple[Audio, list[Turn]]) -> None:
+    """models/ge2e_speaker.onnx (what runs) against the numpy weights it was built from,
+    on real speech: one partial, and several batched in one call."""
+    audio, _ = pyannote
+    reference = Ge2eReference(weights_path())
+    window = audio[5 * media.RATE:5 * media.RATE + 3 * WINDOW_SAMPLES]
+    np.testing.assert_allclose(detector.encoder.embed(window), reference.embed(window),
+                               atol=1e-5)
+    mel = mel_frames(speakers.normalise_volume(window[:WINDOW_SAMPLES]))
+    np.testing.assert_allclose(detector.encoder.embed_mel(mel), reference.embed_mel(mel),
+                               atol=1e-5)
