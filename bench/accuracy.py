@@ -280,7 +280,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     print("command: python -m bench.accuracy " + " ".join(sys.argv[1:] if argv is None
                                                           else argv))
     logging.basicConfig(level=logging.ERROR)
-    config = load_config(env={})
+    config = load_config()  # the shipped config; PROCTOR_* variables try other settings
     detectors = build_detectors(config.detectors)
     print(f"detectors: {', '.join(d.name for d in detectors)}; cpus: {os.cpu_count()}; "
           f"analysis fps {config.pipeline.analysis_fps:g}")

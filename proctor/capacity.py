@@ -55,8 +55,8 @@ RETRY_AFTER_SECONDS = 30
 
 PROBE_WIDTH, PROBE_HEIGHT = 640, 480  # what the embed client asks the camera for
 PROBE_BUDGET_SECONDS = 1.5  # wall-clock bound on the start-up measurement
-# Media seconds to simulate: one whole object-pass cycle (5 passes at 2.5 fps) and one
-# identity check (every 2 s), so the heavy stages run at their real duty cycle.
+# Media seconds to simulate: object passes (1.25 a second) and an identity check (every
+# 2 s) at their real duty cycle, so the heavy stages count at their average cost.
 PROBE_MEDIA_SECONDS = 2.0
 PROBE_WARMUP_FRAMES = 2  # first frames build per-session graphs (face mesh): not steady cost
 

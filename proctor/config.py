@@ -125,7 +125,7 @@ class ObjectsConfig:
     """Phones, people, books, laptops, screens (proctor/detectors/objects.py)."""
 
     enabled: bool = True
-    fps: float = 2.5
+    fps: float = 1.25
     tile_zoom: float = 1.25
     person_threshold: float = 0.40
     evidence_threshold: float = 0.35

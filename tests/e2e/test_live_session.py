@@ -23,9 +23,9 @@ from tests.media import empty_frame, face_frame, two_faces_frame
 from tests.peers import ScheduledVideoTrack, bearer, connect
 
 # The schedule, in media seconds: what the camera shows until when.
-# After two people, 4 s of one face: multiple_faces closes once people have been counted
-# again (its gap_seconds, 2.5 s) and the video still flows.
-FACE_UNTIL, EMPTY_UNTIL, FACE_AGAIN_UNTIL, TWO_UNTIL, STREAM_SECONDS = 2.0, 6.6, 8.0, 10.6, 14.6
+# After two people, 6 s of one face: multiple_faces closes once people have been counted
+# again (its gap_seconds, 4.5 s) and the video still flows.
+FACE_UNTIL, EMPTY_UNTIL, FACE_AGAIN_UNTIL, TWO_UNTIL, STREAM_SECONDS = 2.0, 6.6, 8.0, 10.6, 16.6
 # Analysis samples the newest frame at 5 fps: a flag starts at the first analysed frame
 # of its scene and ends at the last one, so it lies inside the scene, within a few
 # analysis slots (more on a loaded machine) of its edges.

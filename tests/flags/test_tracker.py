@@ -186,19 +186,19 @@ def test_policy_disables_and_overrides() -> None:
 
 
 def test_a_rules_own_gap_bridges_a_slow_stage() -> None:
-    """People are counted every 2 s; faces every 0.2 s see only one: the run holds."""
+    """People are counted every 4 s; faces every 0.2 s see only one: the run holds."""
     rule = next(r for r in RULES if r.kind == FlagKind.MULTIPLE_FACES)
-    assert rule.gap_seconds is not None and rule.gap_seconds > 2.0
+    assert rule.gap_seconds is not None and rule.gap_seconds > 4.0
     tracker = FlagTracker("s", "c", (rule,), gap_seconds=0.5)
     events: list[FlagEvent] = []
-    for i in range(31):  # 6 s at 5 fps; a person count of 2 every 2 s
+    for i in range(41):  # 8 s at 5 fps; a person count of 2 every 4 s
         t = round(i * 0.2, 6)
         signals = {"face_count": 1.0}
-        if i % 10 == 0:
+        if i % 20 == 0:
             signals["person_count"] = 2.0
         events += tracker.update(t, signals)
     assert [e.change for e in events] == [FlagChange.OPENED]
     assert events[0].flag.start == 0.0
-    events = tracker.update(9.0, {"face_count": 1.0, "person_count": 1.0})
+    events = tracker.update(13.0, {"face_count": 1.0, "person_count": 1.0})
     assert [e.change for e in events] == [FlagChange.CLOSED]
-    assert events[0].flag.end == pytest.approx(6.0)
+    assert events[0].flag.end == pytest.approx(8.0)
