@@ -99,8 +99,12 @@
     const body = await response.json().catch(() => ({}));
     if (!response.ok) {
       const error = body.error || {};
-      throw new ProctorError(error.message || `HTTP ${response.status}`, response.status,
-                             error.code || "http");
+      const refused = new ProctorError(error.message || `HTTP ${response.status}`,
+                                       response.status, error.code || "http");
+      // A full server (503 at_capacity) says when to come back.
+      const retryAfter = Number(response.headers.get("Retry-After"));
+      if (retryAfter > 0) refused.retryAfterMs = retryAfter * 1000;
+      throw refused;
     }
     return body;
   }
@@ -202,7 +206,7 @@
           this.fail(error.message, error.code);
           throw error;
         }
-        this._lost();
+        this._lost(error);
       }
     }
 
@@ -293,26 +297,33 @@
       this._setState("live");
     }
 
-    /** The link is down: schedule the next attempt, or give up after two minutes. */
-    _lost() {
+    /** The link is down: schedule the next attempt, or give up after two minutes. A full
+     * server (503 with Retry-After) is waited for as long as it takes, at its pace. */
+    _lost(error = null) {
       if (this._closed || this._retryTimer) return;
-      this._lostSince = this._lostSince ?? Date.now();
-      if (Date.now() - this._lostSince > RETRY_GIVE_UP_MS) {
+      const waitMs = error instanceof ProctorError ? error.retryAfterMs : undefined;
+      this._lostSince = waitMs ? null : this._lostSince ?? Date.now();
+      if (this._lostSince !== null && Date.now() - this._lostSince > RETRY_GIVE_UP_MS) {
         this.fail("The connection to the proctoring server was lost. Please check your " +
                   "network and reload the page.");
         return;
       }
-      this._setState("reconnecting");
+      if (waitMs) this.state = null; // each wait for a full server is announced, with why
+      this._setState("reconnecting", waitMs ? { reason: error.message, code: error.code,
+                                               retry_in_seconds: waitMs / 1000 } : {});
       this._retryTimer = setTimeout(async () => {
         this._retryTimer = null;
         try {
           await this._attempt();
-        } catch (error) {
-          if (error instanceof ProctorError && error.final) this.fail(error.message, error.code);
-          else this._lost();
+        } catch (failure) {
+          if (failure instanceof ProctorError && failure.final) {
+            this.fail(failure.message, failure.code);
+          } else {
+            this._lost(failure);
+          }
         }
-      }, this._retryDelay);
-      this._retryDelay = Math.min(this._retryDelay * 2, RETRY_MAX_MS);
+      }, waitMs ?? this._retryDelay);
+      if (!waitMs) this._retryDelay = Math.min(this._retryDelay * 2, RETRY_MAX_MS);
     }
   }
 

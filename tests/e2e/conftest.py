@@ -70,7 +70,12 @@ def chromium() -> str:
 @pytest.fixture(scope="module")
 def proctor_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``python -m proctor.cli serve`` on a free port, with its own data directory."""
-    root = tmp_path_factory.mktemp("server")
+    yield from serve(tmp_path_factory.mktemp("server"))
+
+
+def serve(root: Path, **settings: str) -> Iterator[Server]:
+    """Run ``proctor serve`` under ``root`` until the generator is closed; ``settings``
+    are more PROCTOR_* variables (name without the prefix: ``RTC__MAX_SESSIONS="1"``)."""
     data = root / "data"
     port = _free_port()
     api_key = secrets.token_urlsafe(24)
@@ -81,6 +86,7 @@ def proctor_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
         "PROCTOR_SERVER__DATA_DIR": str(data),
         "PROCTOR_STORE": f"sqlite:///{data}/proctor.db",  # absolute: four slashes
         "PROCTOR_CLIPS": f"file://{data}/clips",
+        **{f"PROCTOR_{key}": value for key, value in settings.items()},
     }
     server = Server(f"http://127.0.0.1:{port}", api_key, root / "server.log")
     with server.log.open("w") as log:
