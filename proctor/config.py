@@ -63,7 +63,7 @@ class RtcConfig:
     # Live sessions this node admits; None is "auto": measured at start-up
     # (proctor/capacity.py). Read the effective figure from the hub, not from here.
     max_sessions: int | None = None
-    target_utilisation: float = 0.8
+    target_utilisation: float = 0.6
     session_overhead_cores: float = 0.15
     connect_timeout_seconds: float = 30.0
 
