@@ -348,8 +348,9 @@ class LoadSample:
 @dataclass(frozen=True)
 class GovernorThresholds:
     """When the node counts as overloaded or calm. Between the two (the hysteresis band)
-    neither run continues. Defaults at 5 fps (a slot every 0.2 s): the bench's 4 sessions
-    on 2 cores sat at p95 0.16 s with 0.5 % dropped (calm); 8 at 0.63 s and 44 % dropped."""
+    neither run continues. Defaults at 5 fps (a slot every 0.2 s): in `bench/load.py` on
+    2 cores, 4 sessions sat at p95 0.16 s with 0.7 % of slots dropped (calm); 8 at 0.75 s
+    and 57 % dropped."""
 
     overload_lag: float = 0.5  # lag p95 above this ...
     overload_dropped: float = 0.10  # ... or more than this share of slots dropped

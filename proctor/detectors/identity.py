@@ -233,7 +233,6 @@ class _VerifyStream(DetectorStream):
         self._verified = False  # the last check matched, and its face is still tracked
         self._box: list[float] | None = None  # the tracked face's latest box
         self._patch: npt.NDArray[np.float32] | None = None  # and its look, normalised
-        self.checks = 0
 
     def process(self, sample: VideoSample) -> Observation | None:
         tracked = self._follow(sample)
@@ -242,7 +241,6 @@ class _VerifyStream(DetectorStream):
         if self._last is not None and 0 <= sample.media_time - self._last < interval:
             return None
         self._last = sample.media_time
-        self.checks += 1
         observation = self._detector.verify(sample, self._enrollment)
         self._verified = observation.signals.get("identity_mismatch") == 0.0
         return observation

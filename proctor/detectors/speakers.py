@@ -183,8 +183,6 @@ class Ge2eEncoder:
     InferenceSession, whose ``run`` is thread-safe) serves every session and thread.
     """
 
-    hidden = 256
-
     def __init__(self, path: Path) -> None:
         import onnxruntime as ort
 
