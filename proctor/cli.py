@@ -160,17 +160,28 @@ def _progress_bar(width: int = 40) -> Callable[[float, float], None]:
 
 
 def _db_migrate(args: argparse.Namespace, config: Config) -> int:
-    from proctor.store import open_store_from_url
+    """Apply pending migrations on either backend (SQLite file or PostgreSQL URL)."""
+    from proctor.store import StoreUnavailable, open_store_from_url
+    from proctor.store.postgres import redact_url
 
     async def migrate() -> int:
         store = open_store_from_url(config.store)
-        await store.open()  # opening applies pending migrations
+        await store.open()  # opening applies pending migrations, under the backend's lock
         try:
             return await store.schema_version()
         finally:
             await store.close()
 
-    print(f"schema version {asyncio.run(migrate())} ({config.store})")
+    try:
+        version = asyncio.run(migrate())
+    except ValueError as exc:  # a store URL the config check let through (its parameters)
+        print(f"proctor db migrate: {exc}", file=sys.stderr)
+        return 2
+    except StoreUnavailable as exc:  # unreachable, or a schema newer than this server
+        print(f"proctor db migrate: {exc}", file=sys.stderr)
+        return 1
+    # The URL may carry a PostgreSQL password: never print it.
+    print(f"schema version {version} ({redact_url(config.store)})")
     return 0
 
 

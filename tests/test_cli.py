@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -10,9 +11,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from proctor.store.migrations import LATEST_VERSION
+from tests.pgserver import drop_schema, new_schema, postgres_url, schema_url
 
 
 def _run(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
@@ -34,6 +37,38 @@ def test_db_migrate_and_keys_create(tmp_path: Path) -> None:
     assert key.startswith("pk_") and len(key) > 30
     db = (tmp_path / "data" / "proctor.db").read_bytes()
     assert key.encode() not in db  # stored hashed only
+
+
+def test_db_migrate_on_postgresql_in_a_fresh_schema(tmp_path: Path) -> None:
+    schema = new_schema()
+    env = {"PROCTOR_STORE": schema_url(schema)}
+    try:
+        for _ in range(2):  # the second run finds nothing to do
+            migrated = _run(tmp_path, "db", "migrate", env=env)
+            assert migrated.returncode == 0, migrated.stderr
+            assert f"schema version {LATEST_VERSION}" in migrated.stdout
+        versions = asyncio.run(_fetch_versions(schema))
+        assert versions == list(range(1, LATEST_VERSION + 1))
+    finally:
+        asyncio.run(drop_schema(schema))
+
+
+async def _fetch_versions(schema: str) -> list[int]:
+    conn = await asyncpg.connect(postgres_url())
+    try:
+        rows = await conn.fetch(f"SELECT version FROM {schema}.schema_migrations ORDER BY 1")
+    finally:
+        await conn.close()
+    return [int(row["version"]) for row in rows]
+
+
+def test_db_migrate_reports_an_unreachable_database(tmp_path: Path) -> None:
+    url = f"postgresql://postgres:s3cret@127.0.0.1:{_free_port()}/test"  # nothing listens
+    failed = _run(tmp_path, "db", "migrate", env={"PROCTOR_STORE": url})
+    assert failed.returncode == 1
+    assert "cannot connect to PostgreSQL 127.0.0.1" in failed.stderr
+    assert "s3cret" not in failed.stderr + failed.stdout
+    assert "Traceback" not in failed.stderr
 
 
 def test_models_verify(tmp_path: Path) -> None:

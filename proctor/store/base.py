@@ -1,9 +1,15 @@
 """The Store contract: every persistence call the server makes goes through it.
 
-SQLite implements it today (``sqlite.py``); a PostgreSQL implementation will satisfy
-the same protocol. Records are plain dataclasses; JSON-shaped fields are dicts.
-Implementations raise :class:`StoreUnavailable` when the database cannot be reached,
-so the HTTP layer can answer 503 instead of losing a write silently.
+Two implementations satisfy it with the same semantics, orderings and record shapes:
+SQLite (``sqlite.py``, one node) and PostgreSQL (``postgres.py``, any number of nodes
+sharing one database). Both run every query through ``sql.py`` and the same migrations
+(``migrations.py``); the contract suite in ``tests/store/`` runs on both.
+
+Records are plain dataclasses; JSON-shaped fields are dicts. Implementations raise
+:class:`StoreUnavailable` when the database cannot be reached, so the HTTP layer can
+answer 503 instead of losing a write silently, and :class:`StoreIntegrityError` when a
+write breaks a key (a duplicate id, a row for an unknown session): that is the caller's
+bug, not an outage.
 """
 
 from __future__ import annotations
@@ -19,10 +25,27 @@ class StoreUnavailable(RuntimeError):
     """The database could not be reached or refused the operation."""
 
 
+class StoreIntegrityError(RuntimeError):
+    """A write broke a primary or foreign key: the caller's bug, never a 503.
+
+    The driver's own exception (sqlite3.IntegrityError, asyncpg's
+    IntegrityConstraintViolationError) is its ``__cause__``.
+    """
+
+
 class SessionStatus(StrEnum):
     CREATED = "created"
     LIVE = "live"
     ENDED = "ended"
+    # A live session whose owner node died: finished like ENDED, but by another node's
+    # recovery rather than by an /end call.
+    INTERRUPTED = "interrupted"
+
+
+class NodeStatus(StrEnum):
+    UP = "up"  # heartbeating
+    LEFT = "left"  # shut down cleanly, after handing back its sessions
+    DEAD = "dead"  # stopped heartbeating; claimed by a survivor (claim_stale_nodes)
 
 
 @dataclass
@@ -48,6 +71,21 @@ class SessionRecord:
     ended_at: str | None = None
     report: dict[str, Any] | None = None
     api_key_id: str | None = None
+    owner_node: str | None = None  # the node whose process holds the session's media
+    media_time: float | None = None  # the last media time the owner stored (media seconds)
+
+
+@dataclass
+class NodeRecord:
+    """One ``proctor serve`` process of a deployment, as its heartbeats describe it."""
+
+    node_id: str
+    address: str  # where other nodes reach its API
+    started_at: str  # ISO time
+    heartbeat_at: float  # unix seconds of the last heartbeat: compared across nodes
+    live_sessions: int = 0
+    capacity: int = 0
+    status: str = NodeStatus.UP  # a NodeStatus; reads return NodeStatus members
 
 
 @dataclass
@@ -137,7 +175,7 @@ class Store(Protocol):
                             limit: int = 100) -> list[SessionRecord]: ...
 
     async def update_session(self, session_id: str, **fields: Any) -> None:
-        """Set any of: status, started_at, ended_at, report.
+        """Set any of: status, started_at, ended_at, report, owner_node, media_time.
 
         Any other field name raises ValueError; an unknown session id changes nothing.
         """
@@ -156,6 +194,29 @@ class Store(Protocol):
 
     async def list_candidate_sessions(self, candidate_id: str) -> list[SessionRecord]:
         """Every session of this candidate, newest first."""
+
+    async def list_owned_sessions(
+        self, node_id: str, status: SessionStatus | None = SessionStatus.LIVE
+    ) -> list[SessionRecord]:
+        """The sessions whose owner_node is ``node_id`` (with ``status``; None: any),
+        newest first."""
+
+    # Nodes (many-node deployments): every node heartbeats its own row.
+    async def heartbeat_node(self, record: NodeRecord) -> None:
+        """Insert the node's row, or replace every field of it."""
+
+    async def list_nodes(self) -> list[NodeRecord]:
+        """Every node ever seen, by node_id."""
+
+    async def set_node_status(self, node_id: str, status: NodeStatus) -> None:
+        """Set one node's status (ValueError for an unknown status); unknown ids: no-op."""
+
+    async def claim_stale_nodes(self, stale_before: float) -> list[str]:
+        """Mark "dead" every "up" node whose heartbeat_at < stale_before, atomically.
+
+        Returns the ids this call changed, sorted: when two survivors race, each dead
+        node is claimed (and so recovered) by exactly one of them.
+        """
 
     # Enrollments: one per candidate; saving again replaces it.
     async def save_enrollment(self, record: EnrollmentRecord) -> None: ...
@@ -178,6 +239,15 @@ class Store(Protocol):
     async def get_clip(self, clip_id: str) -> ClipRecord | None: ...
 
     async def list_clips(self, session_id: str) -> list[ClipRecord]: ...
+
+    # Clip bytes, for ``clips: store``: the MP4 itself (a few MB) in the database, so
+    # every node can serve it. Deleting the session deletes them (ON DELETE CASCADE).
+    async def save_clip_data(self, clip_id: str, session_id: str, data: bytes) -> None:
+        """Insert, or replace the bytes already saved under clip_id."""
+
+    async def get_clip_data(self, clip_id: str) -> bytes | None: ...
+
+    async def delete_clip_data(self, clip_id: str) -> None: ...
 
     # Browser telemetry
     async def add_event(self, record: EventRecord) -> None: ...

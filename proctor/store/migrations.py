@@ -1,32 +1,42 @@
-"""Versioned schema migrations.
+"""Versioned schema migrations, and the one runner both stores use.
 
 Each migration is ``(version, description, sql)``. The SQL sticks to types and syntax
-that SQLite and PostgreSQL both accept, so a PostgreSQL store can run the same list:
+that SQLite and PostgreSQL both accept, so both stores run the same list:
 
 * ``TEXT``, ``INTEGER``, ``BIGINT`` and ``DOUBLE PRECISION`` only. ``DOUBLE PRECISION`` rather than
   ``REAL`` because PostgreSQL's ``REAL`` is a 4-byte float, which would round media
   seconds after a few hours of session; SQLite gives the name REAL affinity anyway.
+* The one dialect difference is the binary type: write ``{BLOB}`` and the runner puts
+  the connection's type there (``BLOB`` on SQLite, ``BYTEA`` on PostgreSQL). Nothing
+  else is substituted; no other braces may appear.
 * No ``AUTOINCREMENT``; every key is an application-made id.
 * JSON lives in ``TEXT`` columns; booleans are ``INTEGER`` 0/1.
 * ``end`` is a reserved word in both dialects, so media times are ``media_start`` and
   ``media_end``.
 * Statements are separated by ``;`` and split on it, so the SQL must not contain a
-  semicolon anywhere else (in a literal or a comment).
+  semicolon anywhere else (in a literal or a comment), nor a ``?`` (the PostgreSQL
+  connection turns ``?`` placeholders into ``$n``).
 
 Migrations are append-only: never edit one that has shipped, add a new version.
+
+Concurrency: every migration runs in its own transaction under the connection's
+exclusive lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: ``pg_advisory_xact_lock``), and
+re-reads the applied versions under it, so two nodes starting at once apply each
+migration once.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
-from contextlib import suppress
-from typing import NamedTuple
-
-import aiosqlite
+from typing import TYPE_CHECKING, NamedTuple
 
 from proctor.flags.model import utc_now_iso
 from proctor.store.base import StoreUnavailable
+
+if TYPE_CHECKING:  # sql.py imports this module at run time
+    from proctor.store.sql import SqlConnection
+
+BLOB = "{BLOB}"
 
 
 class Migration(NamedTuple):
@@ -134,10 +144,39 @@ CREATE INDEX transcripts_session_start_idx ON transcripts (session_id, media_sta
 """
 # The index serves the one read (a session's segments in media order) without a sort.
 
+_V4_SQL = """
+ALTER TABLE sessions ADD COLUMN owner_node TEXT;
+ALTER TABLE sessions ADD COLUMN media_time DOUBLE PRECISION;
+CREATE INDEX sessions_owner_status_idx ON sessions (owner_node, status);
+
+CREATE TABLE nodes (
+    node_id TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    heartbeat_at DOUBLE PRECISION NOT NULL,
+    live_sessions INTEGER NOT NULL,
+    capacity INTEGER NOT NULL,
+    status TEXT NOT NULL
+);
+
+CREATE TABLE clip_data (
+    clip_id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+    data {BLOB} NOT NULL
+);
+CREATE INDEX clip_data_session_id_idx ON clip_data (session_id)
+"""
+# sessions (owner_node, status): recovery reads a dead node's live sessions.
+# nodes has no index beyond its key: one row per node, read whole.
+# clip_data keys on clip_id but references sessions, not clips: the clip writer saves
+# the bytes before the clip row, and the cascade must follow session deletion. Its
+# session index makes that cascade a lookup rather than a scan.
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "api keys, sessions, flags, clips, events", _V1_SQL),
     Migration(2, "enrollments (sealed face embeddings)", _V2_SQL),
     Migration(3, "transcripts (timed speech-to-text segments)", _V3_SQL),
+    Migration(4, "many nodes: session owners, node heartbeats, clip bytes", _V4_SQL),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -155,28 +194,31 @@ def split_statements(sql: str) -> list[str]:
     return [stmt.strip() for stmt in sql.split(";") if stmt.strip()]
 
 
-async def applied_versions(conn: aiosqlite.Connection) -> set[int]:
-    rows = await conn.execute_fetchall("SELECT version FROM schema_migrations")
-    return {int(row[0]) for row in rows}
+def render(sql: str, blob_type: str) -> str:
+    """The migration's SQL for one dialect: ``{BLOB}`` becomes its binary type."""
+    return sql.replace(BLOB, blob_type)
 
 
-async def current_version(conn: aiosqlite.Connection) -> int:
+async def applied_versions(conn: SqlConnection) -> set[int]:
+    rows = await conn.fetch_all("SELECT version FROM schema_migrations")
+    return {int(row["version"]) for row in rows}
+
+
+async def current_version(conn: SqlConnection) -> int:
     """The highest applied version, 0 for an empty database."""
     return max(await applied_versions(conn), default=0)
 
 
 async def migrate(
-    conn: aiosqlite.Connection, migrations: Sequence[Migration] = MIGRATIONS
+    conn: SqlConnection, migrations: Sequence[Migration] = MIGRATIONS
 ) -> list[int]:
-    """Apply pending migrations in order, one transaction each; return their versions.
-
-    ``conn`` must be in autocommit mode (``isolation_level=None``) so that the explicit
-    ``BEGIN``/``COMMIT`` here are the only transaction control.
-    """
-    if conn.isolation_level is not None:
-        raise ValueError("migrate() needs a connection opened with isolation_level=None")
+    """Apply pending migrations in order, one locked transaction each; return their
+    versions (empty when another node applied them first)."""
     _check_order(migrations)
-    await conn.execute(_BOOTSTRAP_SQL)
+    async with conn.transaction(lock=True):
+        # Under the lock too: two PostgreSQL sessions running CREATE TABLE IF NOT EXISTS
+        # at once can both try to create it, and one fails.
+        await conn.execute(_BOOTSTRAP_SQL)
     done = await applied_versions(conn)
     newest_known = migrations[-1].version if migrations else 0
     if done and max(done) > newest_known:
@@ -198,26 +240,18 @@ def _check_order(migrations: Sequence[Migration]) -> None:
         raise ValueError(f"migration versions must be positive and increasing: {versions}")
 
 
-async def _apply(conn: aiosqlite.Connection, migration: Migration) -> bool:
+async def _apply(conn: SqlConnection, migration: Migration) -> bool:
     """Apply one migration atomically; False when another process got there first."""
-    # IMMEDIATE takes the write lock up front, so two servers starting on the same file
-    # queue here (busy_timeout) instead of both creating the same tables.
-    await conn.execute("BEGIN IMMEDIATE")
-    try:
+    # The transaction (and so the lock) covers the check, so a second node waits here,
+    # then finds the version applied and skips it.
+    async with conn.transaction(lock=True):
         if migration.version in await applied_versions(conn):
-            await conn.execute("ROLLBACK")
             return False
-        for statement in split_statements(migration.sql):
+        for statement in split_statements(render(migration.sql, conn.blob_type)):
             await conn.execute(statement)
         await conn.execute(
             "INSERT INTO schema_migrations (version, description, applied_at) "
             "VALUES (?, ?, ?)",
             (migration.version, migration.description, utc_now_iso()),
         )
-    except BaseException:
-        # The original error matters more than a failed rollback on a broken connection.
-        with suppress(sqlite3.Error, ValueError):
-            await conn.execute("ROLLBACK")
-        raise
-    await conn.execute("COMMIT")
     return True
