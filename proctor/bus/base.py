@@ -1,37 +1,70 @@
 """The event bus: how flags and status reach proctors, on this node or any other.
 
-Messages are JSON-shaped dicts on topics named ``session:<id>``. The in-process bus
+Messages are JSON-shaped dicts with a ``type`` (proctor/bus/messages.py lists the kinds)
+on topics named ``session:<id>`` (alerts for watchers), ``node:<id>`` (control requests
+for the node that owns a session) and ``reply:<id>`` (their answers). The in-process bus
 serves one node; the Redis bus (``bus: redis://``) lets a proctor on any node watch a
 session whose media lives on another. Every subscription has a bounded queue.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Protocol
 
 Message = dict[str, Any]
 
 
 def session_topic(session_id: str) -> str:
+    """Alerts, status ticks and lifecycle news of one session, for its watchers."""
     return f"session:{session_id}"
 
 
+def node_topic(node_id: str) -> str:
+    """Control requests (``type: control``) addressed to one node."""
+    return f"node:{node_id}"
+
+
+def reply_topic(node_id: str) -> str:
+    """Answers (``type: reply``) to the control requests a node sent."""
+    return f"reply:{node_id}"
+
+
+class BusUnavailable(Exception):
+    """The bus cannot reach its service (Redis does not answer); /readyz reports it."""
+
+
 class Subscription(Protocol):
-    def __aiter__(self) -> AsyncIterator[Message]: ...
+    def __aiter__(self) -> AsyncIterator[Message]:
+        """Messages in publish order, until close() (or the bus closes)."""
+        ...
 
     @property
     def dropped(self) -> int:
         """Messages lost to a full queue (status ticks go first)."""
+        ...
 
     def close(self) -> None: ...
 
 
 class EventBus(Protocol):
+    node_id: str
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
-    async def publish(self, topic: str, message: Message) -> None: ...
+    async def ping(self) -> None:
+        """Return when the bus's service answers; raise BusUnavailable otherwise."""
+        ...
 
-    def subscribe(self, topics: Iterable[str]) -> Subscription: ...
+    async def publish(self, topic: str, message: Mapping[str, Any]) -> None:
+        """Deliver to every subscriber of ``topic``; never blocks on the network.
+
+        Raises ValueError for a message that is not one of the known kinds."""
+        ...
+
+    async def subscribe(self, topics: Iterable[str]) -> Subscription:
+        """Once this returns, every later publish on ``topics`` reaches the subscription
+        (so: subscribe, then read a snapshot from the store, then forward)."""
+        ...
