@@ -22,6 +22,7 @@ import yaml
 
 ENV_PREFIX = "PROCTOR_"
 AUTO = "auto"
+CLIPS_IN_STORE = "store"
 
 
 class ConfigError(ValueError):
@@ -47,6 +48,27 @@ class AuthConfig:
     token_secret: str = ""
     token_ttl_seconds: int = 7200
     api_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodesConfig:
+    """This node's place in a deployment (proctor/sessions/nodes.py)."""
+
+    # Empty: "<hostname>:<server.port>", stable across restarts, so a node that comes
+    # back after a crash finds (and finishes) the sessions it held.
+    id: str = ""
+    # The URL other nodes and operators reach this node at; empty: http://host:port.
+    address: str = ""
+    heartbeat_seconds: float = 5.0
+    # A node silent this long is dead: a survivor marks its live sessions interrupted.
+    dead_after_seconds: float = 15.0
+    # How long a request routed to a session's owner node waits for its answer.
+    request_timeout_seconds: float = 15.0
+
+    def __post_init__(self) -> None:
+        if self.dead_after_seconds <= self.heartbeat_seconds:
+            raise ConfigError("nodes.dead_after_seconds",
+                              "must be longer than nodes.heartbeat_seconds")
 
 
 @dataclass(frozen=True)
@@ -372,6 +394,7 @@ class Config:
     store: str = "sqlite:///data/proctor.db"
     bus: str = "memory"
     clips: str = "file://data/clips"
+    nodes: NodesConfig = field(default_factory=NodesConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     detectors: DetectorsConfig = field(default_factory=DetectorsConfig)
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
@@ -383,9 +406,18 @@ class Config:
         return Path(self.server.data_dir)
 
     @property
+    def clips_in_store(self) -> bool:
+        """``clips: store``: clips live in the store's database, readable by every node."""
+        return self.clips == CLIPS_IN_STORE
+
+    @property
     def clips_dir(self) -> Path:
+        """Where clip files are written: their home for ``file://``, a spool for ``store``
+        (each is moved into the database once written)."""
+        if self.clips_in_store:
+            return self.data_dir / "clip-spool"
         if not self.clips.startswith("file://"):
-            raise ConfigError("clips", "only file:// URLs are supported")
+            raise ConfigError("clips", "must be a file:// URL or 'store'")
         return Path(self.clips.removeprefix("file://"))
 
 
@@ -396,6 +428,9 @@ _POSITIVE: dict[str, bool] = {
     "server.max_upload_bytes": False,
     "auth.token_ttl_seconds": False,
     "rtc.connect_timeout_seconds": False,
+    "nodes.heartbeat_seconds": False,
+    "nodes.dead_after_seconds": False,
+    "nodes.request_timeout_seconds": False,
     "pipeline.analysis_fps": False,
     "pipeline.workers": False,
     "pipeline.status_interval_seconds": False,

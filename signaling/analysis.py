@@ -18,7 +18,7 @@ from proctor.pipeline.offline import analyze_image, analyze_video
 from proctor.threads import named_pool
 from signaling.auth import Role
 from signaling.errors import ApiError
-from signaling.keys import CONFIG_KEY, HUB_KEY
+from signaling.keys import CONFIG_KEY, SESSIONS_KEY
 from signaling.routes import API, authenticate
 from signaling.uploads import read_upload, read_upload_bytes
 
@@ -73,7 +73,7 @@ class AnalysisJobs:
                 job.progress = min(1.0, done / total) if total > 0 else 0.0
 
             try:
-                job.report = await analyze_video(path, app[CONFIG_KEY], app[HUB_KEY].detectors,
+                job.report = await analyze_video(path, app[CONFIG_KEY], app[SESSIONS_KEY].detectors,
                                                  progress=progress, executor=self._executor)
                 job.status, job.progress = "done", 1.0
             except MediaError as exc:
@@ -119,14 +119,14 @@ async def analyze_frame(request: web.Request) -> web.Response:
         image = decode_image(data)
     except MediaError as exc:
         raise ApiError(400, "not_an_image", str(exc)) from exc
-    hub = request.app[HUB_KEY]
+    service = request.app[SESSIONS_KEY]
     candidate_id = request.query.get("candidate_id")
-    enrollment = await hub.load_enrollment(candidate_id) if candidate_id else None
+    enrollment = await service.load_enrollment(candidate_id) if candidate_id else None
     if candidate_id and enrollment is None:
         raise ApiError(404, "not_enrolled", f"candidate {candidate_id!r} has no enrollment")
     loop = asyncio.get_running_loop()
     result = await loop.run_in_executor(
-        hub.inference, lambda: analyze_image(image, hub.detectors,
+        service.inference, lambda: analyze_image(image, service.detectors,
                                              candidate_id=candidate_id or "image",
                                              enrollment=enrollment))
     return web.json_response(result)

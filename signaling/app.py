@@ -1,8 +1,9 @@
 """``create_app(config)``: the whole server as one aiohttp application.
 
 Each shared resource has one cleanup context, opened in order and closed in reverse:
-store → bus → models and the session hub. Shutdown ends every live session, which
-closes its flags and flushes its clips. (aiohttp ``examples/background_tasks.py``)
+store → bus, models and the session service (with this node's peers). Shutdown ends
+every live session, which closes its flags and flushes its clips, and leaves the
+deployment. (aiohttp ``examples/background_tasks.py``)
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from proctor.bus import open_bus_from_url
 from proctor.config import Config
 from proctor.detectors.registry import build_detectors
 from proctor.metrics import Metrics
+from proctor.sessions import SessionService
+from proctor.sessions.nodes import node_identity
 from proctor.store import open_store_from_url
 from proctor.transcript.model import load_transcriber
 from signaling.analysis import jobs_ctx
@@ -30,13 +33,14 @@ from signaling.ice import restrict_host_addresses
 from signaling.keys import (
     CONFIG_API_KEYS,
     CONFIG_KEY,
-    HUB_KEY,
     METRICS_KEY,
+    PEERS_KEY,
+    SESSIONS_KEY,
     SIGNER_KEY,
     STORE_KEY,
 )
-from signaling.live import SessionHub
 from signaling.openapi import openapi_document
+from signaling.peers import Peers
 from signaling.routes import routes
 
 log = logging.getLogger("proctor.app")
@@ -61,7 +65,7 @@ def create_app(config: Config) -> web.Application:
     app[SIGNER_KEY] = TokenSigner(secret, config.auth.token_ttl_seconds)
     restrict_host_addresses(config.rtc.ice_host_addresses)
     app.cleanup_ctx.append(_store_ctx)
-    app.cleanup_ctx.append(_hub_ctx)
+    app.cleanup_ctx.append(_sessions_ctx)
     app.cleanup_ctx.append(jobs_ctx)
     app.add_routes(routes)
     app.add_routes(analysis_routes)
@@ -80,18 +84,21 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.close()
 
 
-async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
+async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG_KEY]
-    bus = open_bus_from_url(config.bus)
+    bus = open_bus_from_url(config.bus, node_identity(config)[0])
     await bus.start()
     detectors = build_detectors(config.detectors)
     transcriber = await asyncio.to_thread(load_transcriber, config.detectors.transcription,
                                           config.data_dir)
-    hub = SessionHub(config, app[STORE_KEY], bus, app[METRICS_KEY], detectors, transcriber)
-    await hub.plan_capacity()
-    app[HUB_KEY] = hub
+    service = SessionService(config, app[STORE_KEY], bus, app[METRICS_KEY], detectors,
+                             transcriber)
+    peers = Peers(service)
+    await service.start()
+    app[SESSIONS_KEY], app[PEERS_KEY] = service, peers
     yield
-    await hub.close()
+    await service.close()
+    await peers.close()
     await bus.close()
     for detector in detectors:
         detector.close()

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
 from aiohttp import web
 
 from proctor.detectors.identity import EmbeddingResult, IdentityDetector
 from proctor.enrollment import enrollment_cipher, seal_enrollment
 from proctor.media.file import MediaError, decode_image
+from proctor.sessions import SessionService
+from proctor.store.base import SessionStatus
 from signaling.auth import Role
 from signaling.errors import ApiError
-from signaling.keys import CONFIG_KEY, HUB_KEY, STORE_KEY
-from signaling.live import SessionHub
+from signaling.keys import CONFIG_KEY, SESSIONS_KEY, STORE_KEY
 from signaling.routes import API, authenticate
 from signaling.uploads import read_upload_bytes
 
@@ -41,8 +41,8 @@ def _candidate_id(request: web.Request) -> str:
     return candidate_id
 
 
-def _identity_detector(hub: SessionHub) -> IdentityDetector:
-    for detector in hub.detectors:
+def _identity_detector(service: SessionService) -> IdentityDetector:
+    for detector in service.detectors:
         if isinstance(detector, IdentityDetector):
             return detector
     raise ApiError(503, "identity_unavailable",
@@ -56,12 +56,12 @@ async def enroll(request: web.Request) -> web.Response:
     """A photo (JPEG/PNG body, or multipart field 'photo') → the sealed embedding."""
     await authenticate(request, Role.INTEGRATOR)
     candidate_id = _candidate_id(request)
-    hub = request.app[HUB_KEY]
-    detector = _identity_detector(hub)
+    service = request.app[SESSIONS_KEY]
+    detector = _identity_detector(service)
     data = await _read_photo(request)
     loop = asyncio.get_running_loop()
     try:
-        result = await loop.run_in_executor(hub.inference, _embed_photo, detector, data)
+        result = await loop.run_in_executor(service.inference, _embed_photo, detector, data)
     except MediaError as exc:
         raise ApiError(400, "not_an_image", str(exc)) from exc
     problem = result.problem(detector.config)
@@ -96,27 +96,18 @@ async def delete_candidate(request: web.Request) -> web.Response:
     """Erase the candidate: enrollment, sessions, flags, events, clips (rows and files)."""
     await authenticate(request, Role.INTEGRATOR)
     candidate_id = _candidate_id(request)
-    hub, store = request.app[HUB_KEY], request.app[STORE_KEY]
+    service, store = request.app[SESSIONS_KEY], request.app[STORE_KEY]
     sessions = await store.list_candidate_sessions(candidate_id)
     for record in sessions:
-        live = hub.sessions.get(record.session_id)
-        if live is not None:
-            # Stop it first: a running pipeline would keep writing flags and clips for
-            # rows about to vanish. Ending also flushes the clips it was writing.
-            await hub.end(live.record)
+        if record.status == SessionStatus.LIVE:
+            # Stop it first (on whichever node holds it): a running pipeline would keep
+            # writing flags and clips for rows about to vanish. Ending also flushes the
+            # clips it was writing.
+            await service.end(await service.current(record))
     clips = await store.delete_candidate(candidate_id)
     enrollment = await store.delete_enrollment(candidate_id)
-    await asyncio.to_thread(_remove_files, [Path(clip.path) for clip in clips])
+    await service.clips.remove(clips)
     log.info("candidate %s erased: %d sessions, %d clips, enrollment %s", candidate_id,
              len(sessions), len(clips), enrollment)
     return web.json_response({"candidate_id": candidate_id, "deleted": {
         "sessions": len(sessions), "clips": len(clips), "enrollment": enrollment}})
-
-
-def _remove_files(paths: list[Path]) -> None:
-    for path in paths:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:  # the rows are gone; say loudly that a file was left
-            log.error("could not delete clip file %s: %s", path, exc)
-

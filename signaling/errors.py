@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
+from proctor.errors import ServiceError
 from proctor.store.base import StoreUnavailable
 
 log = logging.getLogger("proctor.http")
@@ -14,14 +15,8 @@ log = logging.getLogger("proctor.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str,
-                 headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})  # e.g. Retry-After on a 503
+class ApiError(ServiceError):
+    """A refusal made by the HTTP layer itself (bad input, authentication)."""
 
 
 def error_response(status: int, code: str, message: str,
@@ -39,7 +34,7 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as exc:
+    except ServiceError as exc:  # the HTTP layer's own, and the engine's
         return error_response(exc.status, exc.code, exc.message, exc.headers)
     except StoreUnavailable as exc:
         log.error("store unavailable during %s %s: %s", request.method, request.path, exc)

@@ -6,13 +6,15 @@ from aiohttp import web
 
 from proctor.config import Config
 from proctor.metrics import Metrics
+from proctor.sessions import SessionService
 from proctor.store.base import Store
 from signaling.auth import TokenSigner
-from signaling.live import SessionHub
+from signaling.peers import Peers
 
 CONFIG_KEY = web.AppKey("config", Config)
 CONFIG_API_KEYS = web.AppKey("config_api_key_hashes", frozenset)  # hashes of auth.api_keys
 STORE_KEY = web.AppKey("store", Store)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 SIGNER_KEY = web.AppKey("signer", TokenSigner)
-HUB_KEY = web.AppKey("hub", SessionHub)
+SESSIONS_KEY = web.AppKey("sessions", SessionService)
+PEERS_KEY = web.AppKey("peers", Peers)

@@ -7,7 +7,7 @@ from typing import Any
 # (method, path, who may call, summary, success status)
 ROUTES: tuple[tuple[str, str, str, str, int], ...] = (
     ("post", "/sessions", "integrator", "Create a session; returns candidate and proctor tokens", 201),
-    ("get", "/sessions", "integrator, proctor", "List sessions (?status=live|ended)", 200),
+    ("get", "/sessions", "integrator, proctor", "List sessions (?status=created|live|ended|interrupted)", 200),
     ("get", "/sessions/{session_id}", "integrator, proctor", "Status, times, live risk, flag counts", 200),
     ("get", "/sessions/{session_id}/rtc-config", "candidate", "ICE servers for the candidate's peer", 200),
     ("post", "/sessions/{session_id}/offer", "candidate", "SDP offer in, SDP answer out; 503 with Retry-After when the node is full", 200),
@@ -25,6 +25,7 @@ ROUTES: tuple[tuple[str, str, str, str, int], ...] = (
     ("post", "/analyze/frame", "integrator", "One image → faces, head pose, gaze, objects, identity (?candidate_id=), processing_ms", 200),
     ("post", "/analyze/video", "integrator", "Upload a video (body or multipart 'video') → a job", 202),
     ("get", "/jobs/{job_id}", "integrator", "A job's progress, then its report", 200),
+    ("get", "/nodes", "integrator", "The deployment's nodes: id, address, live sessions, capacity, last heartbeat", 200),
 )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -12,9 +11,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proctor.capacity import node_load
 from proctor.flags.model import new_id, utc_now_iso
-from proctor.flags.rules import PolicyError, apply_policy
 from proctor.pipeline.session import TELEMETRY_TYPES
 from proctor.report_html import render_report_html
+from proctor.sessions.nodes import describe_node
 from proctor.store.base import EventRecord, SessionRecord, SessionStatus
 from proctor.transcript import transcript_document
 from signaling.auth import Principal, Role, hash_api_key
@@ -22,8 +21,9 @@ from signaling.errors import ApiError
 from signaling.keys import (
     CONFIG_API_KEYS,
     CONFIG_KEY,
-    HUB_KEY,
     METRICS_KEY,
+    PEERS_KEY,
+    SESSIONS_KEY,
     SIGNER_KEY,
     STORE_KEY,
 )
@@ -72,8 +72,7 @@ async def session_for(request: web.Request, principal: Principal) -> SessionReco
     record = await request.app[STORE_KEY].get_session(session_id)
     if record is None:
         raise ApiError(404, "not_found", "no such session")
-    live = request.app[HUB_KEY].sessions.get(session_id)
-    return live.record if live is not None else record
+    return await request.app[SESSIONS_KEY].current(record)
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -108,10 +107,14 @@ async def readyz(request: web.Request) -> web.Response:
         checks["store"] = "ok"
     except Exception as exc:
         checks["store"] = f"unavailable: {exc}"
-    hub = request.app[HUB_KEY]
-    checks["bus"] = "ok"
-    checks["models"] = ", ".join(f"{d.name}: {d.source}" for d in hub.detectors) or "none"
-    ready = checks["store"] == "ok"
+    service = request.app[SESSIONS_KEY]
+    try:
+        await service.bus.ping()
+        checks["bus"] = "ok"
+    except Exception as exc:
+        checks["bus"] = f"unavailable: {exc}"
+    checks["models"] = ", ".join(f"{d.name}: {d.source}" for d in service.detectors) or "none"
+    ready = checks["store"] == "ok" and checks["bus"] == "ok"
     capacity = _capacity(request)
     # Ready: it serves the API. Accepting: a new session's offer would be admitted.
     return web.json_response({"ready": ready, "accepting": capacity["accepting"],
@@ -121,16 +124,16 @@ async def readyz(request: web.Request) -> web.Response:
 
 def _capacity(request: web.Request) -> dict[str, Any]:
     """Live sessions, the limit and the load; the capacity gauges are set from it."""
-    hub, gauges = request.app[HUB_KEY], request.app[METRICS_KEY]
-    limit, taken = hub.capacity.max_sessions, hub.live_count()
-    cpu = hub.cpu.share()
+    service, gauges = request.app[SESSIONS_KEY], request.app[METRICS_KEY]
+    limit, taken = service.capacity.max_sessions, service.live_count()
+    cpu = service.cpu.share()
     load = node_load(taken, limit, cpu)
     gauges.sessions_capacity.set(limit)
     gauges.cpu_share.set(cpu)
     gauges.load.set(load)
-    return {"live_sessions": len(hub.sessions), "max_sessions": limit,
+    return {"live_sessions": len(service.sessions), "max_sessions": limit,
             "accepting": taken < limit, "load": round(load, 3),
-            "cpu_share": round(cpu, 3), **hub.capacity.describe()}
+            "cpu_share": round(cpu, 3), **service.capacity.describe()}
 
 
 @routes.get("/metrics")
@@ -138,6 +141,18 @@ async def metrics(request: web.Request) -> web.Response:
     _capacity(request)  # the load gauges are read when scraped
     body = generate_latest(request.app[METRICS_KEY].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# Nodes -----------------------------------------------------------------------------
+
+@routes.get(f"{API}/nodes")
+async def list_nodes(request: web.Request) -> web.Response:
+    """The nodes of this deployment, with their heartbeats, live sessions and capacity."""
+    await authenticate(request, Role.INTEGRATOR)
+    service = request.app[SESSIONS_KEY]
+    nodes = await service.nodes.every()
+    return web.json_response({"nodes": [
+        describe_node(n, request.app[CONFIG_KEY], service.node_id) for n in nodes]})
 
 
 # Sessions --------------------------------------------------------------------------
@@ -158,11 +173,7 @@ async def create_session(request: web.Request) -> web.Response:
         accommodations=_optional_object(body, "accommodations"),
         metadata=_optional_object(body, "metadata"), created_at=utc_now_iso(),
         api_key_id=principal.key_id)
-    try:
-        apply_policy(request.app[HUB_KEY].rules, record.policy, record.accommodations)
-    except PolicyError as exc:
-        raise ApiError(400, "bad_policy", str(exc)) from exc
-    await request.app[STORE_KEY].create_session(record)
+    await request.app[SESSIONS_KEY].create(record)
     signer = request.app[SIGNER_KEY]
     candidate_token, expires = signer.issue(Role.CANDIDATE, [record.session_id])
     proctor_token, _ = signer.issue(Role.PROCTOR, [record.session_id])
@@ -196,11 +207,13 @@ async def list_sessions(request: web.Request) -> web.Response:
     principal = await authenticate(request, Role.INTEGRATOR, Role.PROCTOR)
     status = request.query.get("status")
     if status is not None and status not in {s.value for s in SessionStatus}:
-        raise ApiError(400, "bad_request", "status must be created, live or ended")
+        raise ApiError(400, "bad_request", "status must be one of "
+                       + ", ".join(s.value for s in SessionStatus))
     records = await request.app[STORE_KEY].list_sessions(
         SessionStatus(status) if status else None, limit=500)
     visible = [r for r in records if principal.may_access(r.session_id)]
-    return web.json_response({"sessions": [_session_summary(request, r) for r in visible]})
+    return web.json_response({"sessions": [await _session_summary(request, r)
+                                           for r in visible]})
 
 
 @routes.get(f"{API}/sessions/{{session_id}}")
@@ -208,7 +221,7 @@ async def get_session(request: web.Request) -> web.Response:
     principal = await authenticate(request, Role.INTEGRATOR, Role.PROCTOR)
     record = await session_for(request, principal)
     flags = await request.app[STORE_KEY].list_flags(record.session_id)
-    summary = _session_summary(request, record)
+    summary = await _session_summary(request, record)
     counts: dict[str, int] = {}
     for flag in flags:
         counts[str(flag.kind)] = counts.get(str(flag.kind), 0) + 1
@@ -216,18 +229,16 @@ async def get_session(request: web.Request) -> web.Response:
     return web.json_response(summary)
 
 
-def _session_summary(request: web.Request, record: SessionRecord) -> dict[str, Any]:
-    live = request.app[HUB_KEY].sessions.get(record.session_id)
+async def _session_summary(request: web.Request, record: SessionRecord) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "session_id": record.session_id, "candidate_id": record.candidate_id,
         "exam_id": record.exam_id, "status": str(record.status),
         "created_at": record.created_at, "started_at": record.started_at,
-        "ended_at": record.ended_at, "metadata": record.metadata,
+        "ended_at": record.ended_at, "metadata": record.metadata, "node": record.owner_node,
     }
-    if live is not None and live.pipeline is not None:
-        summary["risk"] = live.pipeline.risk()
-        summary["media_time"] = round(live.clock.now(), 2)
-        summary["pipeline"] = live.pipeline.stats()
+    live = await request.app[SESSIONS_KEY].live_summary(record)
+    if live:
+        summary.update(live)
     elif record.report is not None:
         summary["risk"] = None
         summary["recommendation"] = record.report.get("recommendation")
@@ -271,8 +282,7 @@ async def offer(request: web.Request) -> web.Response:
     principal = await authenticate(request, Role.CANDIDATE)
     record = await session_for(request, principal)
     sdp, sdp_type = _sdp(await json_body(request))
-    answer = await request.app[HUB_KEY].connect_candidate(record, sdp, sdp_type)
-    return web.json_response({"sdp": answer.sdp, "type": answer.type})
+    return web.json_response(await request.app[PEERS_KEY].candidate_offer(record, sdp, sdp_type))
 
 
 @routes.post(f"{API}/sessions/{{session_id}}/events")
@@ -286,14 +296,7 @@ async def events(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request",
                        f"expected {{events: [{{type, time}}]}} with 1–{MAX_EVENTS_PER_POST}")
     parsed = [_event(record.session_id, item, body.get("sent_at")) for item in items]
-    if record.status == SessionStatus.ENDED:
-        raise ApiError(409, "session_ended", "this session has ended")
-    hub, store = request.app[HUB_KEY], request.app[STORE_KEY]
-    for event, age in parsed:
-        event.media_time = hub.media_time_of(record.session_id, age)
-        await store.add_event(event)
-        if event.media_time is not None:
-            await hub.record_event(record.session_id, event.type, event.media_time)
+    await request.app[SESSIONS_KEY].record_events(record, parsed)
     return web.json_response({"accepted": len(parsed)}, status=202)
 
 
@@ -321,8 +324,9 @@ def _event(session_id: str, item: Any, sent_at: Any) -> tuple[EventRecord, float
 async def end_session(request: web.Request) -> web.Response:
     principal = await authenticate(request, Role.INTEGRATOR, Role.CANDIDATE)
     record = await session_for(request, principal)
-    report = await request.app[HUB_KEY].end(record)
-    return web.json_response({"session_id": record.session_id, "status": "ended",
+    report = await request.app[SESSIONS_KEY].end(record)
+    status = "interrupted" if "interrupted" in report else "ended"
+    return web.json_response({"session_id": record.session_id, "status": status,
                               "recommendation": report["recommendation"],
                               "integrity_score": report["integrity_score"]})
 
@@ -367,11 +371,13 @@ async def clip(request: web.Request) -> web.StreamResponse:
                        "no such clip (a flag's clip is written a few seconds after it closes)")
     if not principal.may_access(record.session_id):
         raise ApiError(403, "forbidden", "this token does not cover that clip")
-    path = Path(record.path)
-    if not path.is_file():
+    body = await request.app[SESSIONS_KEY].clips.read(record)
+    if body is None:
         raise ApiError(404, "not_found", "the clip's file is gone (retention?)")
-    return web.FileResponse(path, headers={"Content-Type": record.content_type,
-                                           "Cache-Control": "private, max-age=3600"})
+    headers = {"Content-Type": record.content_type, "Cache-Control": "private, max-age=3600"}
+    if isinstance(body, bytes):
+        return web.Response(body=body, headers=headers)
+    return web.FileResponse(body, headers=headers)
 
 
 # Proctors --------------------------------------------------------------------------
@@ -387,5 +393,5 @@ async def watch_offer(request: web.Request) -> web.Response:
     denied = [s for s in wanted if not principal.may_access(s)]
     if denied:
         raise ApiError(403, "forbidden", f"this token does not cover {', '.join(denied)}")
-    answer = await request.app[HUB_KEY].connect_watcher(wanted, sdp, sdp_type)
+    answer = await request.app[PEERS_KEY].connect_watcher(wanted, sdp, sdp_type)
     return web.json_response({"sdp": answer.sdp, "type": answer.type})

@@ -73,12 +73,19 @@ def proctor_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     yield from serve(tmp_path_factory.mktemp("server"))
 
 
-def serve(root: Path, **settings: str) -> Iterator[Server]:
+def serve(root: Path, api_key: str | None = None, **settings: str) -> Iterator[Server]:
     """Run ``proctor serve`` under ``root`` until the generator is closed; ``settings``
     are more PROCTOR_* variables (name without the prefix: ``RTC__MAX_SESSIONS="1"``)."""
+    yield from _serve(start_server(root, api_key, **settings))
+
+
+def start_server(root: Path, api_key: str | None = None,
+                 **settings: str) -> tuple[Server, subprocess.Popen[bytes]]:
+    """Start ``proctor serve`` under ``root`` and wait until it answers; the caller
+    stops the process (or kills it: a crash test)."""
     data = root / "data"
     port = _free_port()
-    api_key = secrets.token_urlsafe(24)
+    api_key = api_key or secrets.token_urlsafe(24)
     env = {
         **os.environ,
         "PROCTOR_RTC__ICE_HOST_ADDRESSES": "127.0.0.1",  # aioice leaves loopback out
@@ -94,16 +101,31 @@ def serve(root: Path, **settings: str) -> Iterator[Server]:
             [sys.executable, "-m", "proctor.cli", "serve", "--host", "127.0.0.1",
              "--port", str(port)],
             env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            _wait_healthy(server, process)
-            yield server
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    try:
+        _wait_healthy(server, process)
+    except BaseException:
+        stop_server(process)
+        raise
+    return server, process
+
+
+def _serve(started: tuple[Server, subprocess.Popen[bytes]]) -> Iterator[Server]:
+    server, process = started
+    try:
+        yield server
+    finally:
+        stop_server(process)
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _wait_healthy(server: Server, process: subprocess.Popen[bytes]) -> None:

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from proctor.config import Config
 from proctor.detectors.identity import IdentityDetector
-from signaling.keys import HUB_KEY, STORE_KEY
+from signaling.keys import SESSIONS_KEY, STORE_KEY
 from tests.detectors.photos import face_recognition_photo
 from tests.detectors.webcam import RgbImage, webcam_frame
 from tests.peers import ScheduledVideoTrack, connect
@@ -25,7 +25,7 @@ STREAM_SECONDS = 8.0
 
 def _camera(client: TestClient, name: str) -> RgbImage:
     photo = face_recognition_photo(name)
-    detector = next(d for d in client.app[HUB_KEY].detectors
+    detector = next(d for d in client.app[SESSIONS_KEY].detectors
                     if isinstance(d, IdentityDetector))
     box = detector.embed(photo).box
     assert box is not None
@@ -82,7 +82,7 @@ async def test_impostor_is_flagged_the_candidate_is_not_then_erased(
     assert deleted["sessions"] == 2 and deleted["enrollment"] is True
     store = client.app[STORE_KEY]
     for sid in (impostor_sid, honest_sid):
-        assert sid not in client.app[HUB_KEY].sessions
+        assert sid not in client.app[SESSIONS_KEY].sessions
         assert await store.get_session(sid) is None and await store.list_flags(sid) == []
         assert await store.list_clips(sid) == []
     assert not list(config.clips_dir.glob("*.mp4"))

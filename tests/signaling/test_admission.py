@@ -16,7 +16,7 @@ from aiortc import RTCPeerConnection
 from proctor.capacity import RETRY_AFTER_SECONDS
 from proctor.config import Config
 from signaling.app import create_app
-from signaling.keys import HUB_KEY, STORE_KEY
+from signaling.keys import SESSIONS_KEY, STORE_KEY
 from tests.conftest import make_config
 from tests.peers import ClientPeer, bearer, connect
 
@@ -93,14 +93,14 @@ async def test_a_full_node_refuses_new_sessions_until_one_ends(
         assert f"try again in {RETRY_AFTER_SECONDS} s" in error["message"]
         assert await client.app[STORE_KEY].get_session(second["session_id"]) == before
         assert await _status(client, second) == "created"
-        assert second["session_id"] not in client.app[HUB_KEY].sessions
-        assert client.app[HUB_KEY].live_count() == 1
+        assert second["session_id"] not in client.app[SESSIONS_KEY].sessions
+        assert client.app[SESSIONS_KEY].live_count() == 1
         assert await _metric(client, "proctor_offers_refused_total") == 1.0
 
         # A reconnect of the live session is admitted even though the node is full.
         peers.append(await connect(client, f"/api/v1/sessions/{first['session_id']}/offer",
                                    first["candidate_token"], "proctor"))
-        assert client.app[HUB_KEY].live_count() == 1
+        assert client.app[SESSIONS_KEY].live_count() == 1
 
         # Ending the first session frees its slot: the second one gets in.
         ended = await client.post(f"/api/v1/sessions/{first['session_id']}/end",
@@ -131,7 +131,7 @@ async def test_simultaneous_offers_cannot_both_take_the_last_slot(
             for s, offer in zip(sessions, offers, strict=True)))
         assert sorted(r.status for r in responses) == [200, 503]
         assert sorted([await _status(client, s) for s in sessions]) == ["created", "live"]
-        assert len(client.app[HUB_KEY].sessions) == 1
+        assert len(client.app[SESSIONS_KEY].sessions) == 1
     finally:
         for pc in pcs:
             await pc.close()

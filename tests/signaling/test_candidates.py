@@ -23,7 +23,7 @@ from proctor.media.file import decode_image
 from proctor.store.base import ClipRecord, EnrollmentRecord, EventRecord, Store
 from signaling.app import create_app
 from signaling.candidates import MAX_PHOTO_BYTES
-from signaling.keys import HUB_KEY, STORE_KEY
+from signaling.keys import SESSIONS_KEY, STORE_KEY
 from tests.conftest import make_config
 from tests.detectors.photos import face_recognition_photo
 from tests.detectors.webcam import RgbImage, webcam_frame
@@ -44,7 +44,7 @@ def photos() -> dict[str, RgbImage]:
 
 
 def identity(client: TestClient) -> IdentityDetector:
-    found = [d for d in client.app[HUB_KEY].detectors if isinstance(d, IdentityDetector)]
+    found = [d for d in client.app[SESSIONS_KEY].detectors if isinstance(d, IdentityDetector)]
     assert found, "the identity detector should be on by default"
     return found[0]
 
@@ -166,16 +166,16 @@ async def test_stored_embedding_is_sealed_to_key_and_candidate(
     with pytest.raises(SealError):
         open_enrollment(EmbeddingCipher(b"some other server's key"), record)
     # What a live session of hers gets: the same embedding, decrypted.
-    live = await client.app[HUB_KEY].load_enrollment("alice")
+    live = await client.app[SESSIONS_KEY].load_enrollment("alice")
     assert live is not None and cosine(live, expected) > 0.9999
-    assert await client.app[HUB_KEY].load_enrollment("nobody") is None
+    assert await client.app[SESSIONS_KEY].load_enrollment("nobody") is None
 
 
 async def test_reenrolling_replaces(client: TestClient, api_headers: dict[str, str],
                                     photos: dict[str, RgbImage]) -> None:
     assert (await enroll(client, api_headers, encode(photos["obama"]))).status == 201
     assert (await enroll(client, api_headers, encode(photos["biden"]))).status == 201
-    live = await client.app[HUB_KEY].load_enrollment("alice")
+    live = await client.app[SESSIONS_KEY].load_enrollment("alice")
     biden = identity(client).embed(photos["biden"]).embedding
     assert live is not None and biden is not None and cosine(live, biden) > 0.99
 
@@ -188,7 +188,7 @@ async def test_a_changed_key_means_no_identity_checks_not_a_crash(
     await first.close()
     rotated = make_config(tmp_path, detectors={"identity": {"enrollment_key": "new key"}})
     second = await aiohttp_client(create_app(rotated))
-    assert await second.app[HUB_KEY].load_enrollment("alice") is None
+    assert await second.app[SESSIONS_KEY].load_enrollment("alice") is None
 
 
 async def test_enrollment_needs_the_identity_detector(

@@ -1,0 +1,67 @@
+"""Finishing a session whose media is gone: its node died, or this node crashed.
+
+Nothing of it is live any more, so the report is built from what the store holds: the
+flags so far (the open ones closed at the last stored media time), the transcript, and
+the fact that it was interrupted, which a reviewer must see: an interrupted session is
+never a silent PASS.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from proctor.bus import EventBus, session_topic
+from proctor.config import Config
+from proctor.flags.model import Flag, utc_now_iso
+from proctor.flags.scoring import Recommendation
+from proctor.report import build_report
+from proctor.store.base import SessionRecord, SessionStatus, Store
+from proctor.transcript import transcript_document
+
+log = logging.getLogger("proctor.recovery")
+
+
+async def finish_orphan(store: Store, bus: EventBus, config: Config, record: SessionRecord,
+                        status: SessionStatus = SessionStatus.INTERRUPTED) -> dict[str, Any]:
+    """Close its open flags, build and store its report, announce it; the report."""
+    flags = await store.list_flags(record.session_id)
+    stopped_at = last_media_time(record, flags)
+    for flag in flags:
+        if flag.is_open:
+            await _close(store, bus, flag, stopped_at)
+    record.status, record.ended_at = status, utc_now_iso()
+    report = build_report(record, flags, {}, config.scoring)
+    report["transcript"] = {**transcript_document(
+        await store.list_transcript(record.session_id)), "complete": True}
+    if status == SessionStatus.INTERRUPTED:
+        report["interrupted"] = {"at_media_time": round(stopped_at, 2),
+                                 "node": record.owner_node}
+        if report["recommendation"] == Recommendation.PASS:
+            # Part of the session was never analysed: a person must look.
+            report["recommendation"] = str(Recommendation.REVIEW)
+    record.report = report
+    await store.update_session(record.session_id, status=status, ended_at=record.ended_at,
+                               report=report)
+    await bus.publish(session_topic(record.session_id),
+                      {"type": "session", "session_id": record.session_id,
+                       "status": str(status)})
+    log.warning("session %s %s at media time %.1f s (node %s): %s", record.session_id,
+                status, stopped_at, record.owner_node, report["recommendation"])
+    return report
+
+
+def last_media_time(record: SessionRecord, flags: list[Flag]) -> float:
+    """Where the media stopped, as far as the store knows: the owner's last stored media
+    time, or, if its flags reach further (it beat less often than it flagged), theirs."""
+    latest = max((max(f.start, f.end or f.start) for f in flags), default=0.0)
+    return max(record.media_time or 0.0, latest)
+
+
+async def _close(store: Store, bus: EventBus, flag: Flag, at: float) -> None:
+    flag.end = max(flag.start, at)
+    if flag.evidence.clip_id and await store.get_clip(flag.evidence.clip_id) is None:
+        flag.evidence.clip_id = None  # its clip was never written: name none
+    await store.save_flag(flag)
+    await bus.publish(session_topic(flag.session_id),
+                      {"type": "flag", "session_id": flag.session_id, "flag": flag.to_dict()})
