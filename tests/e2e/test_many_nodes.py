@@ -8,22 +8,17 @@ session is live on it, and B marks that session ``interrupted`` within 30 s.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import secrets
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import aiohttp
 import pytest
-from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from tests.e2e.conftest import Server, start_server, stop_server
-from tests.media import empty_frame, face_frame
-from tests.peers import ClientPeer, ScheduledVideoTrack
+from tests.e2e.remote import call, face_then_empty, peer, wait_until
 from tests.pgserver import PrivatePostgres
 from tests.redisserver import PrivateRedis
 
@@ -66,122 +61,80 @@ def nodes(tmp_path_factory: pytest.TempPathFactory,
             stop_server(process)
 
 
-async def _call(http: aiohttp.ClientSession, server: Server, method: str, path: str,
-                token: str | None = None, body: dict[str, Any] | None = None,
-                status: int = 200) -> Any:
-    async with http.request(method, server.url + path, json=body, headers={
-            "Authorization": f"Bearer {token or server.api_key}"}) as response:
-        body = await response.read()
-        assert response.status == status, f"{method} {path}: {response.status} {body[:500]!r}"
-        return json.loads(body) if response.content_type == "application/json" else body
-
-
-async def _peer(http: aiohttp.ClientSession, server: Server, path: str, token: str,
-                label: str, track: ScheduledVideoTrack | None = None) -> ClientPeer:
-    """A real aiortc peer whose offer goes to ``server`` (any node)."""
-    pc = RTCPeerConnection()
-    peer = ClientPeer(pc)
-    channel = pc.createDataChannel(label)
-    channel.on("message", lambda raw: peer.messages.append(json.loads(raw)))
-    channel.on("open", peer.opened.set)
-    if track is not None:
-        pc.addTrack(track)
-    await pc.setLocalDescription(await pc.createOffer())
-    answer = await _call(http, server, "POST", path, token,
-                         {"sdp": pc.localDescription.sdp, "type": "offer"})
-    await pc.setRemoteDescription(RTCSessionDescription(**answer))
-    await asyncio.wait_for(peer.opened.wait(), timeout=15)
-    return peer
-
-
-def _face_then_empty() -> ScheduledVideoTrack:
-    return ScheduledVideoTrack([(2.0, face_frame()), (3600.0, empty_frame())], fps=10)
-
-
-async def _wait_until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
 async def test_two_nodes_one_deployment(
         nodes: list[tuple[Server, subprocess.Popen[bytes]]]) -> None:
     (a, a_process), (b, _) = nodes
     async with aiohttp.ClientSession() as http:
-        listed = await _call(http, b, "GET", "/api/v1/nodes")
+        listed = await call(http, b, "GET", "/api/v1/nodes")
         assert {n["node_id"] for n in listed["nodes"] if n["alive"]} == {"node-a", "node-b"}
 
-        created = await _call(http, a, "POST", "/api/v1/sessions",
+        created = await call(http, a, "POST", "/api/v1/sessions",
                               body={"candidate_id": "cand-1"}, status=201)
         sid = created["session_id"]
-        watcher = await _peer(http, b, "/api/v1/watch/offer", created["proctor_token"],
+        watcher = await peer(http, b, "/api/v1/watch/offer", created["proctor_token"],
                               "alerts")
-        candidate = await _peer(http, a, f"/api/v1/sessions/{sid}/offer",
-                                created["candidate_token"], "proctor", _face_then_empty())
+        candidate = await peer(http, a, f"/api/v1/sessions/{sid}/offer",
+                                created["candidate_token"], "proctor", face_then_empty())
         try:
             # The face leaves at 2 s: face_absent opens on A and reaches B's watcher.
             flag = await watcher.wait_for(
                 lambda m: m.get("type") == "flag" and m["flag"]["kind"] == "face_absent",
                 timeout=30)
             assert flag["session_id"] == sid
-            summary = await _call(http, b, "GET", f"/api/v1/sessions/{sid}")
+            summary = await call(http, b, "GET", f"/api/v1/sessions/{sid}")
             assert summary["status"] == "live" and summary["node"] == "node-a"
             assert summary["risk"] is not None  # asked of the owner, A, through the bus
             # Any node answers a candidate: a reconnect offered to B reaches A.
-            again = await _peer(http, b, f"/api/v1/sessions/{sid}/offer",
-                                created["candidate_token"], "proctor", _face_then_empty())
+            again = await peer(http, b, f"/api/v1/sessions/{sid}/offer",
+                                created["candidate_token"], "proctor", face_then_empty())
             await again.pc.close()
         finally:
             await candidate.pc.close()
-        ended = await _call(http, b, "POST", f"/api/v1/sessions/{sid}/end")
+        ended = await call(http, b, "POST", f"/api/v1/sessions/{sid}/end")
         assert ended["status"] == "ended"
-        report = await _call(http, b, "GET", f"/api/v1/sessions/{sid}/report")
+        report = await call(http, b, "GET", f"/api/v1/sessions/{sid}/report")
         kinds = {f["kind"] for f in report["flags"]}
         assert "face_absent" in kinds, report["flags"]
         clip_ids = [f["evidence"]["clip_id"] for f in report["flags"] if f["evidence"]["clip_id"]]
         assert clip_ids
-        clip = await _call(http, b, "GET", f"/api/v1/clips/{clip_ids[0]}")
+        clip = await call(http, b, "GET", f"/api/v1/clips/{clip_ids[0]}")
         assert clip[4:8] == b"ftyp"  # an MP4, read from the database by node B
         await watcher.wait_for(lambda m: m.get("type") == "session"
                                and m.get("status") == "ended", timeout=10)
         await watcher.pc.close()
 
         # A dies with a session live on it: B finishes it as interrupted.
-        second = await _call(http, a, "POST", "/api/v1/sessions",
+        second = await call(http, a, "POST", "/api/v1/sessions",
                              body={"candidate_id": "cand-2"}, status=201)
         sid2 = second["session_id"]
-        peer2 = await _peer(http, a, f"/api/v1/sessions/{sid2}/offer",
-                            second["candidate_token"], "proctor", _face_then_empty())
-        await _wait_until(lambda: _flag_count(http, b, sid2), 30, "a flag from A")
+        peer2 = await peer(http, a, f"/api/v1/sessions/{sid2}/offer",
+                            second["candidate_token"], "proctor", face_then_empty())
+        await wait_until(lambda: _flag_count(http, b, sid2), 30, "a flag from A")
         a_process.send_signal(signal.SIGKILL)
         a_process.wait()
         killed_at = time.monotonic()
 
         async def interrupted() -> bool:
-            record = await _call(http, b, "GET", f"/api/v1/sessions/{sid2}")
+            record = await call(http, b, "GET", f"/api/v1/sessions/{sid2}")
             return bool(record["status"] == "interrupted")
 
-        await _wait_until(interrupted, 30, "the dead node's session interrupted")
+        await wait_until(interrupted, 30, "the dead node's session interrupted")
         took = time.monotonic() - killed_at
         assert took < 30
         await peer2.pc.close()
-        report2 = await _call(http, b, "GET", f"/api/v1/sessions/{sid2}/report")
+        report2 = await call(http, b, "GET", f"/api/v1/sessions/{sid2}/report")
         assert report2["interrupted"]["node"] == "node-a"
         assert report2["recommendation"] != "PASS"
         assert all(f["end"] is not None for f in report2["flags"])
         for flag in report2["flags"]:
             if flag["evidence"]["clip_id"]:
-                await _call(http, b, "GET", f"/api/v1/clips/{flag['evidence']['clip_id']}")
-        listed = await _call(http, b, "GET", "/api/v1/nodes")
+                await call(http, b, "GET", f"/api/v1/clips/{flag['evidence']['clip_id']}")
+        listed = await call(http, b, "GET", "/api/v1/nodes")
         states = {n["node_id"]: n["status"] for n in listed["nodes"]}
         assert states == {"node-a": "dead", "node-b": "up"}
 
 
 async def _flag_count(http: aiohttp.ClientSession, server: Server, sid: str) -> int:
-    flags = await _call(http, server, "GET", f"/api/v1/sessions/{sid}/flags")
+    flags = await call(http, server, "GET", f"/api/v1/sessions/{sid}/flags")
     return len(flags["flags"])
 
