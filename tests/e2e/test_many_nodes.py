@@ -84,6 +84,15 @@ async def test_two_nodes_one_deployment(
             summary = await call(http, b, "GET", f"/api/v1/sessions/{sid}")
             assert summary["status"] == "live" and summary["node"] == "node-a"
             assert summary["risk"] is not None  # asked of the owner, A, through the bus
+            # Telemetry posted to B is fed to the owner's flag tracker on A.
+            now_ms = time.time() * 1000
+            await call(http, b, "POST", f"/api/v1/sessions/{sid}/events",
+                       created["candidate_token"],
+                       {"events": [{"type": "paste", "time": now_ms}], "sent_at": now_ms},
+                       status=202)
+            pasted = await watcher.wait_for(
+                lambda m: m.get("type") == "flag" and m["flag"]["kind"] == "paste", timeout=10)
+            assert pasted["flag"]["start"] > 0  # placed on A's media clock
             # Any node answers a candidate: a reconnect offered to B reaches A.
             again = await peer(http, b, f"/api/v1/sessions/{sid}/offer",
                                 created["candidate_token"], "proctor", face_then_empty())
