@@ -31,9 +31,11 @@ async def deployed(tmp_path: Path, redis: PrivateRedis,
     schema = new_schema()
     config = make_config(tmp_path, store=schema_url(schema), bus=redis.url, clips="store",
                          nodes={"id": "node-under-test", "address": "http://node.test"})
+    client = await aiohttp_client(create_app(config))
     try:
-        yield await aiohttp_client(create_app(config))
+        yield client
     finally:
+        await client.close()  # the app leaves the deployment before its schema goes
         await drop_schema(schema)
 
 
