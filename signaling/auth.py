@@ -38,9 +38,22 @@ class Principal:
     role: Role
     sessions: frozenset[str] = frozenset()
     key_id: str | None = None
+    key_name: str | None = None  # the API key's name, for the audit
+    token_id: str | None = None  # a token's own id, for the audit
+    exams: frozenset[str] = frozenset()  # a proctor token may cover whole exams
 
-    def may_access(self, session_id: str) -> bool:
-        return self.role == Role.INTEGRATOR or session_id in self.sessions
+    def may_access(self, session_id: str, exam_id: str | None = None) -> bool:
+        """Integrators see every session; a token its sessions, and the sessions of its
+        exams (also those created after the token)."""
+        return (self.role == Role.INTEGRATOR or session_id in self.sessions
+                or (exam_id is not None and exam_id in self.exams))
+
+    @property
+    def actor(self) -> str:
+        """How the audit names this caller: the API key's name, or role:token id."""
+        if self.role == Role.INTEGRATOR:
+            return self.key_name or self.key_id or "integrator"
+        return f"{self.role}:{self.token_id or 'unknown'}"
 
 
 def hash_api_key(key: str) -> str:
@@ -70,11 +83,15 @@ class TokenSigner:
         self._secret = secret
         self.ttl_seconds = ttl_seconds
 
-    def issue(self, role: Role, sessions: list[str], now: float | None = None) -> tuple[str, int]:
+    def issue(self, role: Role, sessions: list[str], now: float | None = None,
+              exams: list[str] | None = None) -> tuple[str, int]:
         """A token and its expiry (epoch seconds)."""
         expires = int((time.time() if now is None else now) + self.ttl_seconds)
-        payload = _b64(json.dumps({"r": str(role), "s": sessions, "e": expires},
-                                  separators=(",", ":")).encode())
+        claims: dict[str, object] = {"r": str(role), "s": sessions, "e": expires,
+                                     "i": secrets.token_hex(6)}
+        if exams:
+            claims["x"] = exams
+        payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
         return f"{payload}.{self._sign(payload)}", expires
 
     def verify(self, token: str, now: float | None = None) -> Principal:
@@ -85,13 +102,16 @@ class TokenSigner:
         try:
             claims = json.loads(_unb64(payload))
             role, sessions, expires = Role(claims["r"]), claims["s"], int(claims["e"])
-        except (ValueError, KeyError, TypeError) as exc:
+            exams = [str(e) for e in claims.get("x", [])]
+            token_id = str(claims.get("i", ""))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ApiError(401, "invalid_token", "the token is not valid") from exc
         if expires < (time.time() if now is None else now):
             raise ApiError(401, "token_expired", "the token has expired")
         if role == Role.INTEGRATOR:  # integrators use API keys, never tokens
             raise ApiError(401, "invalid_token", "the token is not valid")
-        return Principal(role=role, sessions=frozenset(str(s) for s in sessions))
+        return Principal(role=role, sessions=frozenset(str(s) for s in sessions),
+                         token_id=token_id or None, exams=frozenset(exams))
 
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())

@@ -58,20 +58,22 @@ async def _principal(request: web.Request, credential: str) -> Principal:
         return request.app[SIGNER_KEY].verify(credential)
     digest = hash_api_key(credential)
     if digest in request.app[CONFIG_API_KEYS]:
-        return Principal(Role.INTEGRATOR, key_id="config")
+        return Principal(Role.INTEGRATOR, key_id="config", key_name="config")
     record = await request.app[STORE_KEY].find_api_key(digest)
     if record is None:
         raise ApiError(401, "invalid_api_key", "the API key is not valid")
-    return Principal(Role.INTEGRATOR, key_id=record.key_id)
+    return Principal(Role.INTEGRATOR, key_id=record.key_id, key_name=record.name)
 
 
 async def session_for(request: web.Request, principal: Principal) -> SessionRecord:
     session_id = request.match_info["session_id"]
-    if not principal.may_access(session_id):
-        raise ApiError(403, "forbidden", "this token does not cover that session")
     record = await request.app[STORE_KEY].get_session(session_id)
     if record is None:
+        if not principal.may_access(session_id):  # say nothing of sessions not covered
+            raise ApiError(403, "forbidden", "this token does not cover that session")
         raise ApiError(404, "not_found", "no such session")
+    if not principal.may_access(session_id, record.exam_id):
+        raise ApiError(403, "forbidden", "this token does not cover that session")
     return await request.app[SESSIONS_KEY].current(record)
 
 
@@ -211,7 +213,7 @@ async def list_sessions(request: web.Request) -> web.Response:
                        + ", ".join(s.value for s in SessionStatus))
     records = await request.app[STORE_KEY].list_sessions(
         SessionStatus(status) if status else None, limit=500)
-    visible = [r for r in records if principal.may_access(r.session_id)]
+    visible = [r for r in records if principal.may_access(r.session_id, r.exam_id)]
     return web.json_response({"sessions": [await _session_summary(request, r)
                                            for r in visible]})
 
@@ -369,7 +371,8 @@ async def clip(request: web.Request) -> web.StreamResponse:
     if record is None:
         raise ApiError(404, "not_found",
                        "no such clip (a flag's clip is written a few seconds after it closes)")
-    if not principal.may_access(record.session_id):
+    session = await request.app[STORE_KEY].get_session(record.session_id)
+    if not principal.may_access(record.session_id, session.exam_id if session else None):
         raise ApiError(403, "forbidden", "this token does not cover that clip")
     body = await request.app[SESSIONS_KEY].clips.read(record)
     if body is None:

@@ -17,6 +17,7 @@ from proctor.flags.messages import CANDIDATE_MESSAGES
 from proctor.flags.tracker import FlagChange, FlagEvent
 from proctor.media.clock import MediaClock
 from proctor.media.webrtc import TrackReader
+from proctor.outbound import EventOutlet
 from proctor.pipeline.session import SessionPipeline
 from proctor.store.base import SessionRecord, Store
 
@@ -58,10 +59,12 @@ class LiveSession:
 class SessionOutlet:
     """The pipeline's sink: store first, then the candidate's channel and the bus."""
 
-    def __init__(self, session: LiveSession, store: Store, bus: EventBus) -> None:
+    def __init__(self, session: LiveSession, store: Store, bus: EventBus,
+                 outlet: EventOutlet) -> None:
         self._session = session
         self._store = store
         self._bus = bus
+        self._outlet = outlet
 
     async def flag_event(self, event: FlagEvent) -> None:
         flag = event.flag
@@ -75,6 +78,7 @@ class SessionOutlet:
         await self._bus.publish(session_topic(flag.session_id),
                                 {"type": "flag", "session_id": flag.session_id,
                                  "flag": wire})
+        await self._outlet.emit(f"flag.{event.change}", self._session.record, {"flag": wire})
 
     async def status(self, status: dict[str, Any]) -> None:
         self._session.channel.send(status)

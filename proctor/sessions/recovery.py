@@ -15,6 +15,7 @@ from proctor.bus import EventBus, session_topic
 from proctor.config import Config
 from proctor.flags.model import Flag, utc_now_iso
 from proctor.flags.scoring import Recommendation
+from proctor.outbound import EventOutlet
 from proctor.report import build_report
 from proctor.store.base import SessionRecord, SessionStatus, Store
 from proctor.transcript import transcript_document
@@ -22,7 +23,8 @@ from proctor.transcript import transcript_document
 log = logging.getLogger("proctor.recovery")
 
 
-async def finish_orphan(store: Store, bus: EventBus, config: Config, record: SessionRecord,
+async def finish_orphan(store: Store, bus: EventBus, outlet: EventOutlet, config: Config,
+                        record: SessionRecord,
                         status: SessionStatus = SessionStatus.INTERRUPTED) -> dict[str, Any]:
     """Close its open flags, build and store its report, announce it; the report."""
     flags = await store.list_flags(record.session_id)
@@ -30,6 +32,7 @@ async def finish_orphan(store: Store, bus: EventBus, config: Config, record: Ses
     for flag in flags:
         if flag.is_open:
             await _close(store, bus, flag, stopped_at)
+            await outlet.emit("flag.closed", record, {"flag": flag.to_dict()})
     record.status, record.ended_at = status, utc_now_iso()
     report = build_report(record, flags, {}, config.scoring)
     report["transcript"] = {**transcript_document(
@@ -46,6 +49,8 @@ async def finish_orphan(store: Store, bus: EventBus, config: Config, record: Ses
     await bus.publish(session_topic(record.session_id),
                       {"type": "session", "session_id": record.session_id,
                        "status": str(status)})
+    await outlet.emit(f"session.{status}", record, {"status": str(status)})
+    await outlet.emit("report.ready", record, {"report": report})
     log.warning("session %s %s at media time %.1f s (node %s): %s", record.session_id,
                 status, stopped_at, record.owner_node, report["recommendation"])
     return report

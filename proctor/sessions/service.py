@@ -37,6 +37,7 @@ from proctor.flags.model import utc_now_iso
 from proctor.flags.rules import PolicyError, Rule, apply_policy, rules_from_config
 from proctor.media.clock import MediaClock
 from proctor.metrics import Metrics
+from proctor.outbound import EventOutlet, NoOutlet
 from proctor.pipeline.session import SessionPipeline
 from proctor.report import build_report
 from proctor.sessions.control import ControlRouter
@@ -89,8 +90,10 @@ def decision_delay(rules: tuple[Rule, ...], config: Config) -> float:
 
 class SessionService:
     def __init__(self, config: Config, store: Store, bus: EventBus, metrics: Metrics,
-                 detectors: list[Detector], transcriber: SpeechToText | None = None) -> None:
+                 detectors: list[Detector], transcriber: SpeechToText | None = None,
+                 outlet: EventOutlet | None = None) -> None:
         self.config = config
+        self.outlet: EventOutlet = outlet or NoOutlet()  # webhooks hear of what happens
         self.transcriber = transcriber  # None: transcription off
         self.store = store
         self.bus = bus
@@ -235,7 +238,7 @@ class SessionService:
         session.pipeline = SessionPipeline(
             session_id=record.session_id, candidate_id=record.candidate_id,
             config=self.config, detectors=self.detectors, executor=self.inference,
-            rules=rules, sink=SessionOutlet(session, self.store, self.bus),
+            rules=rules, sink=SessionOutlet(session, self.store, self.bus, self.outlet),
             metrics=self.metrics, clock=session.clock, evidence=evidence,
             enrollment=enrollment, transcript=self._transcript_worker(record.session_id))
         self.regulator.join(session.pipeline)
@@ -249,6 +252,7 @@ class SessionService:
                                         owner_node=self.node_id)
         await self.bus.publish(session_topic(record.session_id),
                                session_message(record.session_id, "live"))
+        await self.outlet.emit("session.live", record, {"node": self.node_id})
         log.info("session %s live on node %s", record.session_id, self.node_id)
         return session
 
@@ -327,7 +331,7 @@ class SessionService:
             session = self.sessions.pop(record.session_id, None)
             if session is None and record.status == SessionStatus.LIVE:
                 # Live on no node any more (its owner died): finish it from the store.
-                return await finish_orphan(self.store, self.bus, self.config,
+                return await finish_orphan(self.store, self.bus, self.outlet, self.config,
                                            stored or record, SessionStatus.ENDED)
             self.metrics.sessions_live.set(len(self.sessions))
             stats: dict[str, Any] = {}
@@ -346,6 +350,8 @@ class SessionService:
                                             ended_at=record.ended_at, report=report)
             await self.bus.publish(session_topic(record.session_id),
                                    session_message(record.session_id, "ended"))
+            await self.outlet.emit("session.ended", record, {"status": "ended"})
+            await self.outlet.emit("report.ready", record, {"report": report})
             log.info("session %s ended: %s", record.session_id, report["recommendation"])
             return report
 
@@ -369,7 +375,7 @@ class SessionService:
     async def _finish_dead_node(self, node_id: str) -> None:
         for record in await self.store.list_owned_sessions(node_id, SessionStatus.LIVE):
             try:
-                await finish_orphan(self.store, self.bus, self.config, record)
+                await finish_orphan(self.store, self.bus, self.outlet, self.config, record)
             except Exception:
                 log.exception("session %s of dead node %s: could not finish it",
                               record.session_id, node_id)

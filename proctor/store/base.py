@@ -149,6 +149,115 @@ class TranscriptSegment:
                 "confidence": round(self.confidence, 3)}
 
 
+@dataclass
+class ReviewRecord:
+    """A person's verdict on one flag; the latest per flag counts, every one is kept."""
+
+    review_id: str
+    flag_id: str
+    session_id: str
+    verdict: str  # "confirmed" | "dismissed"
+    note: str
+    actor: str  # the credential's name: an API key's name, or proctor:<token id>
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "note": self.note, "by": self.actor,
+                "at": self.created_at}
+
+
+@dataclass
+class DecisionRecord:
+    """A person's decision on a session; a later one supersedes, every one is kept."""
+
+    decision_id: str
+    session_id: str
+    decision: str  # "pass" | "fail"
+    note: str
+    actor: str
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"decision": self.decision, "note": self.note, "by": self.actor,
+                "at": self.created_at}
+
+
+@dataclass
+class BreakRecord:
+    """A declared break, in media seconds; media_end is None while it lasts."""
+
+    break_id: str
+    session_id: str
+    media_start: float
+    media_end: float | None
+    reason: str
+    actor: str
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"break_id": self.break_id, "start": round(self.media_start, 3),
+                "end": None if self.media_end is None else round(self.media_end, 3),
+                "reason": self.reason, "by": self.actor}
+
+
+@dataclass
+class AuditEntry:
+    """One line of a session's append-only audit: who did what, when."""
+
+    entry_id: str
+    session_id: str | None
+    candidate_id: str | None
+    at: str
+    actor: str
+    action: str  # review, decision, end, break_start, break_end, erasure, ...
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at": self.at, "actor": self.actor, "action": self.action,
+                "details": self.details}
+
+
+@dataclass
+class WebhookRecord:
+    webhook_id: str
+    owner: str  # the API key id that made it: it hears of that key's sessions
+    url: str
+    events: list[str]  # event types; all of them when made without a list
+    secret: str  # the HMAC key, shown once at creation
+    created_at: str
+    active: bool = True
+
+
+@dataclass
+class DeliveryRecord:
+    """One event for one webhook, stored before it is attempted (at least once)."""
+
+    delivery_id: str
+    webhook_id: str
+    event_id: str
+    type: str
+    session_id: str | None
+    body: str  # the exact JSON bytes signed and sent, as text
+    status: str  # "pending" | "delivered" | "failed" (gave up)
+    attempts: int
+    next_attempt_at: float  # unix seconds
+    created_at: str
+    lease_until: float | None = None  # a node is attempting it until then
+    last_status_code: int | None = None
+    last_error: str | None = None
+    delivered_at: str | None = None
+
+
+@dataclass
+class AttemptRecord:
+    attempt_id: str
+    delivery_id: str
+    at: str
+    status_code: int | None  # None: no HTTP answer (refused, timed out)
+    error: str | None
+    duration_ms: float
+
+
 class Store(Protocol):
     async def open(self) -> None:
         """Connect and apply pending migrations."""
@@ -248,6 +357,58 @@ class Store(Protocol):
     async def get_clip_data(self, clip_id: str) -> bytes | None: ...
 
     async def delete_clip_data(self, clip_id: str) -> None: ...
+
+    # Reviews, decisions, breaks and the audit (proctor/review/): append-only rows.
+    async def add_review(self, record: ReviewRecord) -> None: ...
+
+    async def list_reviews(self, session_id: str) -> list[ReviewRecord]:
+        """Every review of the session's flags, oldest first."""
+
+    async def add_decision(self, record: DecisionRecord) -> None: ...
+
+    async def list_decisions(self, session_id: str) -> list[DecisionRecord]:
+        """Oldest first; the last one is the session's decision."""
+
+    async def save_break(self, record: BreakRecord) -> None:
+        """Insert, or replace by break_id (a break starts, then ends in place)."""
+
+    async def list_breaks(self, session_id: str) -> list[BreakRecord]:
+        """By media start."""
+
+    async def add_audit(self, entry: AuditEntry) -> None: ...
+
+    async def list_audit(self, session_id: str) -> list[AuditEntry]:
+        """The session's entries, oldest first (by at, then entry_id)."""
+
+    # Webhooks (proctor/outbound/)
+    async def add_webhook(self, record: WebhookRecord) -> None: ...
+
+    async def get_webhook(self, webhook_id: str) -> WebhookRecord | None: ...
+
+    async def list_webhooks(self, owner: str | None = None) -> list[WebhookRecord]:
+        """Active webhooks (of ``owner``; None: all), oldest first."""
+
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        """Delete it with its deliveries; False when there was none."""
+
+    async def add_deliveries(self, records: list[DeliveryRecord]) -> None:
+        """Store deliveries (one transaction) before any is attempted."""
+
+    async def claim_due_deliveries(self, now: float, lease_seconds: float,
+                                   limit: int) -> list[DeliveryRecord]:
+        """Atomically lease up to ``limit`` pending deliveries due by ``now`` whose lease
+        is free or expired (lease_until = now + lease_seconds), oldest due first: two
+        nodes never claim the same delivery at once."""
+
+    async def finish_attempt(self, delivery: DeliveryRecord, attempt: AttemptRecord) -> None:
+        """Record an attempt and the delivery's new state (status, attempts,
+        next_attempt_at, last_*, delivered_at; lease released), in one transaction."""
+
+    async def list_deliveries(self, webhook_id: str, limit: int = 100) -> list[DeliveryRecord]:
+        """Newest first."""
+
+    async def list_attempts(self, delivery_id: str) -> list[AttemptRecord]:
+        """Oldest first."""
 
     # Browser telemetry
     async def add_event(self, record: EventRecord) -> None: ...

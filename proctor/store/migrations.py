@@ -34,7 +34,7 @@ from proctor.flags.model import utc_now_iso
 from proctor.store.base import StoreUnavailable
 
 if TYPE_CHECKING:  # sql.py imports this module at run time
-    from proctor.store.sql import SqlConnection
+    from proctor.store.sql_base import SqlConnection
 
 BLOB = "{BLOB}"
 
@@ -172,11 +172,106 @@ CREATE INDEX clip_data_session_id_idx ON clip_data (session_id)
 # the bytes before the clip row, and the cascade must follow session deletion. Its
 # session index makes that cascade a lookup rather than a scan.
 
+_V5_SQL = """
+CREATE TABLE flag_reviews (
+    review_id TEXT PRIMARY KEY,
+    flag_id TEXT NOT NULL,
+    session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+    verdict TEXT NOT NULL,
+    note TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX flag_reviews_session_idx ON flag_reviews (session_id, created_at);
+
+CREATE TABLE decisions (
+    decision_id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+    decision TEXT NOT NULL,
+    note TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX decisions_session_idx ON decisions (session_id, created_at);
+
+CREATE TABLE breaks (
+    break_id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+    media_start DOUBLE PRECISION NOT NULL,
+    media_end DOUBLE PRECISION,
+    reason TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX breaks_session_idx ON breaks (session_id, media_start);
+
+CREATE TABLE audit (
+    entry_id TEXT PRIMARY KEY,
+    session_id TEXT,
+    candidate_id TEXT,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE INDEX audit_session_idx ON audit (session_id, at)
+"""
+# Reviews and decisions are rows, never updates: the latest counts, every one is kept.
+# audit has no foreign key: an erasure deletes the session and leaves its entry (with
+# ids only, no personal data); candidate_id lets an erasure of a candidate find theirs.
+
+_V6_SQL = """
+CREATE TABLE webhooks (
+    webhook_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX webhooks_owner_idx ON webhooks (owner);
+
+CREATE TABLE webhook_deliveries (
+    delivery_id TEXT PRIMARY KEY,
+    webhook_id TEXT NOT NULL REFERENCES webhooks (webhook_id) ON DELETE CASCADE,
+    event_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    session_id TEXT,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at DOUBLE PRECISION NOT NULL,
+    lease_until DOUBLE PRECISION,
+    last_status_code INTEGER,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    delivered_at TEXT
+);
+CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (status, next_attempt_at);
+CREATE INDEX webhook_deliveries_webhook_idx ON webhook_deliveries (webhook_id, created_at);
+
+CREATE TABLE webhook_attempts (
+    attempt_id TEXT PRIMARY KEY,
+    delivery_id TEXT NOT NULL REFERENCES webhook_deliveries (delivery_id) ON DELETE CASCADE,
+    at TEXT NOT NULL,
+    status_code INTEGER,
+    error TEXT,
+    duration_ms DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX webhook_attempts_delivery_idx ON webhook_attempts (delivery_id, at)
+"""
+# A delivery is stored before it is attempted; a node claims due ones by setting
+# lease_until (atomically), so each is attempted by one node at a time. owner is the API
+# key id that made the webhook; it receives the events of the sessions that key made.
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "api keys, sessions, flags, clips, events", _V1_SQL),
     Migration(2, "enrollments (sealed face embeddings)", _V2_SQL),
     Migration(3, "transcripts (timed speech-to-text segments)", _V3_SQL),
     Migration(4, "many nodes: session owners, node heartbeats, clip bytes", _V4_SQL),
+    Migration(5, "reviews, decisions, breaks, audit", _V5_SQL),
+    Migration(6, "webhooks, their deliveries and attempts", _V6_SQL),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -18,11 +18,9 @@ database with ``LC_COLLATE=C`` (or ``C.UTF-8``) to make every ordering byte-iden
 from __future__ import annotations
 
 import base64
-import json
-from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Protocol
+from abc import abstractmethod
+from collections.abc import Callable
+from typing import Any
 
 from proctor.flags.model import Evidence, Flag, FlagKind, Severity
 from proctor.store.base import (
@@ -37,32 +35,9 @@ from proctor.store.base import (
     TranscriptSegment,
 )
 from proctor.store.migrations import current_version
-
-Params = Sequence[Any]
-
-
-class Row(Protocol):
-    """A result row by column name: sqlite3.Row and asyncpg.Record both are."""
-
-    def __getitem__(self, key: str, /) -> Any: ...
-
-
-class SqlConnection(Protocol):
-    """What the stores and the migration runner need from one driver connection."""
-
-    blob_type: str  # the dialect's binary column type, for migrations' {BLOB}
-
-    async def execute(self, sql: str, params: Params = ()) -> None: ...
-
-    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]: ...
-
-    def transaction(self, *, lock: bool = False) -> AbstractAsyncContextManager[None]:
-        """A transaction, committed on success and rolled back on any error.
-
-        ``lock=True`` also takes the deployment-wide migration lock for its duration
-        (where the dialect's transaction is not exclusive already).
-        """
-
+from proctor.store.review_sql import ReviewQueries
+from proctor.store.sql_base import Params, Row, SqlBase, SqlConnection, dump, load, load_dict
+from proctor.store.webhook_sql import WebhookQueries
 
 _SESSION_COLUMNS = (
     "session_id, candidate_id, exam_id, status, policy, accommodations, metadata, "
@@ -102,18 +77,15 @@ _NODE_UPSERT = upsert("nodes", _NODE_COLUMNS)
 _CLIP_DATA_UPSERT = upsert("clip_data", "clip_id, session_id, data")
 
 
-class SqlStore(ABC):
-    """Every Store method over :meth:`_connection`, which subclasses provide."""
+class SqlStore(ReviewQueries, WebhookQueries, SqlBase):
+    """Every Store method over :meth:`_connection`, which subclasses provide. The
+    review/audit and webhook queries live in their own modules (mixins)."""
 
     @abstractmethod
     async def open(self) -> None: ...
 
     @abstractmethod
     async def close(self) -> None: ...
-
-    @abstractmethod
-    def _connection(self) -> AbstractAsyncContextManager[SqlConnection]:
-        """A connection held for the block, its failures raised as Store errors."""
 
     async def ping(self) -> None:
         await self._fetch_all("SELECT 1")
@@ -372,25 +344,6 @@ class SqlStore(ABC):
         )
         return [transcript_from_row(row) for row in rows]
 
-    # -- plumbing --------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[SqlConnection]:
-        async with self._connection() as conn, conn.transaction():
-            yield conn
-
-    async def _execute(self, sql: str, params: Params = ()) -> None:
-        async with self._connection() as conn:
-            await conn.execute(sql, params)
-
-    async def _fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
-        async with self._connection() as conn:
-            return await conn.fetch_all(sql, params)
-
-    async def _fetch_one(self, sql: str, params: Params = ()) -> Row | None:
-        rows = await self._fetch_all(sql, params)
-        return rows[0] if rows else None
-
 
 def _prefixed(alias: str, columns: str) -> str:
     return ", ".join(f"{alias}.{c}" for c in columns.split(", "))
@@ -404,23 +357,6 @@ def _status_filter(keyword: str, status: SessionStatus | None) -> tuple[str, lis
 
 
 # -- values --------------------------------------------------------------------------
-
-
-def dump(value: dict[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
-def load(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    value = json.loads(text)
-    if not isinstance(value, dict):
-        raise ValueError(f"expected a JSON object in the store, found {text[:80]!r}")
-    return value
-
-
-def load_dict(text: str | None) -> dict[str, Any]:
-    return load(text) or {}
 
 
 def b64(data: bytes) -> str:

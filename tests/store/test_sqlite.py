@@ -53,7 +53,7 @@ async def test_connection_must_be_in_autocommit_mode(tmp_path: Path) -> None:
             SqliteConnection(conn)
 
 
-async def test_version_3_database_upgrades_to_4_keeping_its_rows(db_path: Path) -> None:
+async def test_version_3_database_upgrades_to_the_latest_keeping_its_rows(db_path: Path) -> None:
     db_path.parent.mkdir(parents=True)
     async with aiosqlite.connect(db_path, isolation_level=None) as conn:
         conn.row_factory = aiosqlite.Row
@@ -64,7 +64,7 @@ async def test_version_3_database_upgrades_to_4_keeping_its_rows(db_path: Path) 
     store = SqliteStore(db_path)
     await store.open()
     try:
-        assert await store.schema_version() == 4
+        assert await store.schema_version() == LATEST_VERSION
         old = await store.get_session("old")
         assert old is not None and old.owner_node is None and old.media_time is None
     finally:

@@ -1,0 +1,1 @@
+"""What people add to a session after the machine: reviews, decisions, the audit."""
