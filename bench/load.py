@@ -4,6 +4,9 @@
     python bench/load.py --sessions 1,2 --seconds 8 --detail        # a quick look
     python bench/load.py --codec h264                     # H.264 instead of VP8
     python bench/load.py --sessions 4 --seconds 20 --server http://127.0.0.1:8080 --api-key K
+    python bench/load.py --nodes 2 --sessions 2,8 --seconds 20   # two nodes, one deployment
+    python bench/load.py --server http://127.0.0.1:8080,http://127.0.0.1:8081 --api-key K \
+        --server-pid P1,P2                                # a running two-node deployment
 
 Each candidate is an aiortc RTCPeerConnection that sends what Chromium sends: a real face
 video, VP8 640x480 at 15 fps (``--codec h264``: H.264 constrained baseline), built once
@@ -15,6 +18,16 @@ for all the round's sessions (``POST /proctor-tokens``) and opens ONE watcher pe
 does) before the candidates connect. Without ``--server`` every round gets a fresh
 ``proctor serve`` on a free loopback port, so one round's figures never include
 another's; all traffic stays on 127.0.0.1.
+
+``--nodes K`` (K >= 2) makes each round's server a deployment of K fresh nodes
+(``bench/_nodes.py``): one PostgreSQL store (``--store``, default the machine's
+``postgresql://postgres@127.0.0.1:5432/test``, in a schema ``bench_<hex>`` of the
+round's own, dropped after it unless ``--keep``), one Redis bus (``--bus``, default
+``redis://127.0.0.1:6379/0``), ``clips: store``, one token secret and API key, node ids
+``node-1`` .. ``node-K``. ``--server URL1,URL2,...`` names the nodes of a running
+deployment instead (``--server-pid P1,P2,...`` for their CPU). Session i is created and
+offered on node i % K, which then holds its media; the watcher connects to the first
+node, so the other nodes' flags reach it through Redis.
 
 Printed per round, over the streaming window (``--seconds``, from the moment every peer
 is connected):
@@ -36,12 +49,18 @@ is connected):
   face_absent flags opened in the window number the media script's (±1), and any
   other kinds seen (probably false flags);
 * a PASS/FAIL verdict: every session connected (and the watcher), min analysed fps ≥ 4.5,
-  worst lag p95 < 0.25 s, flag delay p95 ≤ 1 s on both channels;
+  worst lag p95 < 0.25 s, flag delay p95 ≤ 1 s on both channels (with several nodes, also
+  on the proctor's channel for the sessions held by other nodes than the watcher's);
+* with several nodes, per node: sessions offered to it and held by it (``GET
+  /sessions/{id}`` ``node``), its CPU in all and per session it holds, memory, its
+  sessions' analysed fps min/median and worst lag p95; and the flag delay on the
+  candidates' channels and on the proctor's, split into sessions held by the watcher's
+  node (same) and by the others (cross);
 * the server's per-thread CPU split (``bench/_threads.py``: /proc task times at the
   window's start and end, one ``py-spy dump`` in the middle of the window to tell
   Python threads from native ones): event loop, detector workers, native model-runtime
   pools, evidence encoders, transcription, aiortc decoders, other; as a share of a core,
-  of the server's total, and per session.
+  of the server's total, and per session (one table per node with several).
 """
 
 from __future__ import annotations
@@ -84,9 +103,31 @@ if __package__:  # python -m bench.load
         build_media,
         load_clips,
     )
+    from ._nodes import (
+        DEFAULT_BUS,
+        DEFAULT_STORE,
+        Deployment,
+        Node,
+        backends,
+        check_database_url,
+        drop_schema,
+        identify_nodes,
+        node_name,
+    )
     from ._threads import GroupRow, PySpyDump, ThreadWindow, py_spy_dump
 else:  # python bench/load.py: this folder is sys.path[0]
     from _media import ABSENT_S, CODECS, CYCLE_S, EncodedClip, LoopingTrack, build_media, load_clips
+    from _nodes import (
+        DEFAULT_BUS,
+        DEFAULT_STORE,
+        Deployment,
+        Node,
+        backends,
+        check_database_url,
+        drop_schema,
+        identify_nodes,
+        node_name,
+    )
     from _threads import GroupRow, PySpyDump, ThreadWindow, py_spy_dump
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,15 +163,19 @@ def _free_port() -> int:
 
 
 class ManagedServer:
-    """A ``proctor serve`` subprocess with its own data directory, stopped by :meth:`stop`."""
+    """A ``proctor serve`` subprocess with its own data directory, stopped by :meth:`stop`.
+    Alone it keeps a SQLite store and clip folder there; ``env`` overrides any setting
+    (a node of a deployment: the shared store, bus and secrets, its ``nodes.id``)."""
 
-    def __init__(self, workdir: Path, name: str) -> None:
+    def __init__(self, workdir: Path, name: str, api_key: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.api_key = secrets.token_urlsafe(24)
+        self.api_key = api_key or secrets.token_urlsafe(24)
         self.data = workdir / name
         self.data.mkdir(parents=True)
         self.log_path = workdir / f"{name}.log"
+        self._env = env or {}
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -148,6 +193,7 @@ class ManagedServer:
             # Every peer is admitted: the bench measures the load itself, also past the
             # limit `rtc.max_sessions: auto` would set (which /readyz reports).
             "PROCTOR_RTC__MAX_SESSIONS": "1000",
+            **self._env,
         }
         cmd = [sys.executable, "-m", "proctor.cli", "serve",
                "--host", "127.0.0.1", "--port", str(self.port)]
@@ -269,24 +315,31 @@ def pid_listening_on(port: int) -> int | None:
 Samples = dict[str, dict[float, float]]  # name -> {le or 0: value summed over label sets}
 
 
-async def scrape_metrics(http: aiohttp.ClientSession, url: str) -> Samples | None:
+async def _metrics_text(http: aiohttp.ClientSession, url: str) -> str | None:
+    try:
+        async with http.get(f"{url}/metrics") as resp:
+            return await resp.text() if resp.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+async def scrape_metrics(http: aiohttp.ClientSession, urls: list[str]) -> Samples | None:
+    """Every node's /metrics, each sample summed over label sets and nodes (None when no
+    node answered, or prometheus_client is missing)."""
     try:
         from prometheus_client.parser import text_string_to_metric_families
     except ImportError:
         return None
-    try:
-        async with http.get(f"{url}/metrics") as resp:
-            if resp.status != 200:
-                return None
-            text = await resp.text()
-    except (aiohttp.ClientError, TimeoutError):
+    texts = [t for t in await asyncio.gather(*(_metrics_text(http, u) for u in urls)) if t]
+    if not texts:
         return None
     samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            le = float(sample.labels.get("le", 0.0))
-            bucket = samples.setdefault(sample.name, {})
-            bucket[le] = bucket.get(le, 0.0) + sample.value
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                le = float(sample.labels.get("le", 0.0))
+                bucket = samples.setdefault(sample.name, {})
+                bucket[le] = bucket.get(le, 0.0) + sample.value
     return samples
 
 
@@ -407,18 +460,22 @@ class Link:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """``GET /sessions/{id}``: the pipeline stats and the server's media time, at ``wall``."""
+    """``GET /sessions/{id}``: the pipeline stats, the server's media time and the node
+    holding the session's media (``node``), at ``wall``."""
 
     pipeline: dict[str, Any] | None
     media_time: float | None
     wall: float  # midpoint of the request, time.time()
+    node: str | None = None
 
 
 @dataclass(kw_only=True)
 class Peer(Link):
-    """A candidate: its session, tracks, and its stats at the window's start and end."""
+    """A candidate: its session, tracks, and its stats at the window's start and end.
+    Its create, offer, stats and end all go to ``url``, one node of the deployment."""
 
     index: int
+    url: str
     session_id: str = ""
     token: str = ""
     tracks: list[LoopingTrack] = field(default_factory=list)
@@ -433,6 +490,12 @@ class Peer(Link):
     @property
     def pipeline(self) -> dict[str, Any] | None:
         return None if self.last is None else self.last.pipeline
+
+    @property
+    def media_node(self) -> str | None:
+        """The node holding the session's media, as ``GET /sessions/{id}`` says."""
+        return next((s.node for s in (self.last, self.first) if s is not None and s.node),
+                    None)
 
     @property
     def origin(self) -> float | None:
@@ -484,21 +547,20 @@ async def _negotiate(link: Link, http: aiohttp.ClientSession, offer_url: str, to
         link.failed = f"not connected after {timeout:.0f} s"
 
 
-async def create_session(peer: Peer, http: aiohttp.ClientSession, url: str,
-                         api_key: str) -> None:
-    created = await _post(http, f"{url}{API}/sessions", api_key,
+async def create_session(peer: Peer, http: aiohttp.ClientSession, api_key: str) -> None:
+    created = await _post(http, f"{peer.url}{API}/sessions", api_key,
                           {"candidate_id": f"bench-{peer.index}"})
     peer.session_id, peer.token = created["session_id"], created["candidate_token"]
 
 
-async def connect_peer(peer: Peer, http: aiohttp.ClientSession, url: str,
-                       clips: list[EncodedClip], phase: float, timeout: float) -> None:
+async def connect_peer(peer: Peer, http: aiohttp.ClientSession, clips: list[EncodedClip],
+                       phase: float, timeout: float) -> None:
     """DataChannel ``proctor`` (before the offer, as proctor.js does), tracks, offer."""
     channel = peer.pc.createDataChannel("proctor")
     channel.on("message", peer.on_message)
     _add_tracks(peer, clips, phase)
-    await _negotiate(peer, http, f"{url}{API}/sessions/{peer.session_id}/offer", peer.token,
-                     timeout)
+    await _negotiate(peer, http, f"{peer.url}{API}/sessions/{peer.session_id}/offer",
+                     peer.token, timeout)
 
 
 async def connect_watcher(watcher: Link, session_ids: list[str], http: aiohttp.ClientSession,
@@ -511,29 +573,30 @@ async def connect_watcher(watcher: Link, session_ids: list[str], http: aiohttp.C
     await _negotiate(watcher, http, f"{url}{API}/watch/offer", token, timeout)
 
 
-async def snapshot(peer: Peer, http: aiohttp.ClientSession, url: str,
-                   api_key: str) -> Snapshot | None:
-    """The session's live ``pipeline`` stats and media time, where the server has them."""
+async def snapshot(peer: Peer, http: aiohttp.ClientSession, api_key: str) -> Snapshot | None:
+    """The session's live ``pipeline`` stats, media time and media node, where the server
+    has them."""
     peer.video_sent = sum(t.sent for t in peer.tracks if t.kind == "video")
     sent = time.time()
     with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-        async with http.get(f"{url}{API}/sessions/{peer.session_id}",
+        async with http.get(f"{peer.url}{API}/sessions/{peer.session_id}",
                             headers=_auth(api_key)) as resp:
             if resp.status == 200:
                 body = await resp.json()
-                stats, media = body.get("pipeline"), body.get("media_time")
+                stats, media, node = body.get("pipeline"), body.get("media_time"), body.get("node")
                 return Snapshot(stats if isinstance(stats, dict) else None,
                                 float(media) if isinstance(media, int | float) else None,
-                                (sent + time.time()) / 2)
+                                (sent + time.time()) / 2,
+                                node if isinstance(node, str) else None)
     return None
 
 
-async def end_peer(peer: Peer, http: aiohttp.ClientSession, url: str, api_key: str) -> None:
+async def end_peer(peer: Peer, http: aiohttp.ClientSession, api_key: str) -> None:
     """POST /end (the report is built then: timed), then close the connection."""
     if peer.session_id:
         started = time.monotonic()
         with contextlib.suppress(RuntimeError, aiohttp.ClientError, TimeoutError):
-            await _post(http, f"{url}{API}/sessions/{peer.session_id}/end", api_key, {})
+            await _post(http, f"{peer.url}{API}/sessions/{peer.session_id}/end", api_key, {})
             peer.end_seconds = time.monotonic() - started
     await asyncio.sleep(0.5)  # flags closed by /end reach the DataChannel before it closes
     await peer.pc.close()
@@ -544,11 +607,23 @@ async def end_peer(peer: Peer, http: aiohttp.ClientSession, url: str, api_key: s
 
 @dataclass
 class Target:
-    """The server a round talks to and the process whose CPU and memory it reads."""
+    """The deployment a round talks to: its nodes, whose processes' CPU and memory it
+    reads (the proctor's watcher connects to the first), and their integrator API key.
+    One node: a single server, as without ``--nodes``."""
 
-    url: str
+    nodes: list[Node]
     api_key: str
-    pid: int | None
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    def node_for(self, index: int) -> Node:
+        """Round-robin: session ``index`` is created and offered on this node."""
+        return self.nodes[index % len(self.nodes)]
+
+
+PerNode = list[float | None]  # a figure per node of the round, in the Target's order
 
 
 @dataclass
@@ -558,10 +633,15 @@ class Window:
     seconds: float = 0.0
     start_wall: float = 0.0
     end_wall: float = 0.0
-    cpu_seconds: float | None = None  # server process tree
+    node_cpu: PerNode = field(default_factory=list)  # each node's process tree
     client_cpu_seconds: float = 0.0
     machine_cpu_seconds: float | None = None  # every process on the machine
-    threads: ThreadWindow | None = None
+    threads: list[ThreadWindow | None] = field(default_factory=list)  # per node
+
+    @property
+    def cpu_seconds(self) -> float | None:
+        """Server CPU, all nodes (n/a when any node's is)."""
+        return _total(self.node_cpu)
 
 
 @dataclass
@@ -569,8 +649,9 @@ class RoundResult:
     sessions: int
     connected: int
     window: Window
-    rss_idle_mb: float | None
-    rss_end_mb: float | None
+    nodes: list[Node]
+    node_rss_idle: PerNode
+    node_rss_end: PerNode
     before: Samples | None
     after: Samples | None
     peers: list[Peer]
@@ -581,13 +662,34 @@ class RoundResult:
     def seconds(self) -> float:
         return self.window.seconds
 
+    @property
+    def multi_node(self) -> bool:
+        return len(self.nodes) > 1
 
-def _cpu(target: Target) -> float | None:
-    return None if target.pid is None else tree_cpu_seconds(target.pid)
+    @property
+    def rss_idle_mb(self) -> float | None:
+        return _total(self.node_rss_idle)
+
+    @property
+    def rss_end_mb(self) -> float | None:
+        return _total(self.node_rss_end)
+
+    def owned(self, node: Node) -> list[Peer]:
+        """The sessions whose media ``node`` holds (GET /sessions/{id} ``node``)."""
+        return [p for p in self.peers
+                if p.last is not None and node.node_id and p.media_node == node.node_id]
 
 
-def _rss(target: Target) -> float | None:
-    return None if target.pid is None else tree_rss_mb(target.pid)
+def _total(values: PerNode) -> float | None:
+    return _worst(values, sum)
+
+
+def _node_cpu(target: Target) -> PerNode:
+    return [None if n.pid is None else tree_cpu_seconds(n.pid) for n in target.nodes]
+
+
+def _node_rss(target: Target) -> PerNode:
+    return [None if n.pid is None else tree_rss_mb(n.pid) for n in target.nodes]
 
 
 def _delta(start: float | None, end: float | None) -> float | None:
@@ -595,9 +697,8 @@ def _delta(start: float | None, end: float | None) -> float | None:
 
 
 async def _snapshots(peers: list[Peer], http: aiohttp.ClientSession,
-                     target: Target) -> list[Snapshot | None]:
-    return list(await asyncio.gather(*(snapshot(p, http, target.url, target.api_key)
-                                       for p in peers)))
+                     api_key: str) -> list[Snapshot | None]:
+    return list(await asyncio.gather(*(snapshot(p, http, api_key) for p in peers)))
 
 
 async def _dump_later(pid: int, delay: float) -> PySpyDump:
@@ -605,67 +706,83 @@ async def _dump_later(pid: int, delay: float) -> PySpyDump:
     return await py_spy_dump(pid)
 
 
+async def _close_threads(threads: list[ThreadWindow | None],
+                         dumps: list[asyncio.Task[PySpyDump] | None]) -> None:
+    for window in threads:
+        if window is not None:
+            window.close()
+    for window, dump in zip(threads, dumps, strict=True):
+        if window is not None and dump is not None:
+            window.dump = await dump
+
+
 async def stream_window(live: list[Peer], seconds: float, target: Target,
                         http: aiohttp.ClientSession) -> Window:
-    """Stats at the start, CPU counters, wait ``seconds`` (py-spy half-way), CPU, stats."""
-    for peer, snap in zip(live, await _snapshots(live, http, target), strict=True):
+    """Stats at the start, CPU counters, wait ``seconds`` (py-spy half-way, each node),
+    CPU, stats."""
+    for peer, snap in zip(live, await _snapshots(live, http, target.api_key), strict=True):
         peer.first = snap
-    threads = ThreadWindow.open(target.pid) if target.pid is not None else None
-    cpu0, mono0, client0, busy0 = (_cpu(target), time.monotonic(), time.process_time(),
+    threads = [None if n.pid is None else ThreadWindow.open(n.pid) for n in target.nodes]
+    cpu0, mono0, client0, busy0 = (_node_cpu(target), time.monotonic(), time.process_time(),
                                    machine_busy_seconds())
     wall0 = time.time()
-    dump = (asyncio.create_task(_dump_later(target.pid, seconds / 2))
-            if threads is not None and target.pid is not None else None)
+    dumps = [None if t is None else asyncio.create_task(_dump_later(t.pid, seconds / 2))
+             for t in threads]
     await asyncio.sleep(seconds)
-    cpu1, mono1, client1, busy1 = (_cpu(target), time.monotonic(), time.process_time(),
+    cpu1, mono1, client1, busy1 = (_node_cpu(target), time.monotonic(), time.process_time(),
                                    machine_busy_seconds())
-    window = Window(mono1 - mono0, wall0, time.time(), _delta(cpu0, cpu1), client1 - client0,
-                    _delta(busy0, busy1), threads)
-    if threads is not None:
-        threads.close()
-        threads.dump = await dump if dump is not None else None
-    for peer, snap in zip(live, await _snapshots(live, http, target), strict=True):
+    window = Window(seconds=mono1 - mono0, start_wall=wall0, end_wall=time.time(),
+                    node_cpu=[_delta(a, b) for a, b in zip(cpu0, cpu1, strict=True)],
+                    client_cpu_seconds=client1 - client0,
+                    machine_cpu_seconds=_delta(busy0, busy1), threads=threads)
+    await _close_threads(threads, dumps)
+    for peer, snap in zip(live, await _snapshots(live, http, target.api_key), strict=True):
         peer.last = snap
     return window
 
 
 async def run_round(n: int, seconds: float, target: Target, clips: list[EncodedClip],
                     http: aiohttp.ClientSession, connect_timeout: float) -> RoundResult:
-    rss_idle = _rss(target)
-    before = await scrape_metrics(http, target.url)
-    peers, watcher = [Peer(index=i) for i in range(n)], Link()
+    rss_idle = _node_rss(target)
+    # Several nodes: each is asked its node id, to tell which sessions it holds.
+    errors = (await identify_nodes(http, target.nodes, target.api_key)
+              if len(target.nodes) > 1 else [])
+    before = await scrape_metrics(http, target.urls)
+    peers = [Peer(index=i, url=target.node_for(i).url) for i in range(n)]
+    watcher = Link()
     try:
-        errors = await _connect_all(peers, watcher, http, target, clips, connect_timeout)
+        errors += await _connect_all(peers, watcher, http, target, clips, connect_timeout)
         live = [p for p in peers if p.connected.is_set() and p.failed is None]
         # Nothing to measure without a peer: an empty window.
         window = await stream_window(live, seconds, target, http) if live else Window()
-        after = await scrape_metrics(http, target.url)
-        rss_end = _rss(target)
+        after = await scrape_metrics(http, target.urls)
+        rss_end = _node_rss(target)
     finally:
-        await asyncio.gather(*(end_peer(p, http, target.url, target.api_key) for p in peers),
+        await asyncio.gather(*(end_peer(p, http, target.api_key) for p in peers),
                              return_exceptions=True)
         await watcher.pc.close()
-    return RoundResult(n, len(live), window, rss_idle, rss_end, before, after, peers, watcher,
-                       errors)
+    return RoundResult(n, len(live), window, target.nodes, rss_idle, rss_end, before, after,
+                       peers, watcher, errors)
 
 
 async def _connect_all(peers: list[Peer], watcher: Link, http: aiohttp.ClientSession,
                        target: Target, clips: list[EncodedClip], timeout: float) -> list[str]:
-    """Sessions first, then the proctor's watcher on all of them, then the candidates."""
-    url, key = target.url, target.api_key
-    created = await asyncio.gather(*(create_session(p, http, url, key) for p in peers),
+    """Sessions first (each on its own node), then the proctor's watcher on all of them
+    (on the first node), then the candidates."""
+    key = target.api_key
+    created = await asyncio.gather(*(create_session(p, http, key) for p in peers),
                                    return_exceptions=True)
     errors = [f"peer {p.index}: {r!r}" for p, r in zip(peers, created, strict=True)
               if isinstance(r, BaseException)]
     ready = [p for p in peers if p.session_id]
     if ready:
         try:
-            await connect_watcher(watcher, [p.session_id for p in ready], http, url, key,
-                                  timeout)
+            await connect_watcher(watcher, [p.session_id for p in ready], http,
+                                  target.nodes[0].url, key, timeout)
         except (RuntimeError, aiohttp.ClientError, TimeoutError, KeyError) as exc:
             watcher.failed = repr(exc)
     # Peers start at evenly spread points of the loop, as candidates join at random times.
-    jobs = [connect_peer(p, http, url, clips, p.index / len(peers), timeout) for p in ready]
+    jobs = [connect_peer(p, http, clips, p.index / len(peers), timeout) for p in ready]
     results = await asyncio.gather(*jobs, return_exceptions=True)
     errors += [f"peer {p.index}: {r!r}" for p, r in zip(ready, results, strict=True)
                if isinstance(r, BaseException)]
@@ -761,6 +878,10 @@ class Acceptance:
     scripted: list[Scripted]
     other_kinds: Counter[str]
     other_sessions: int
+    # Several nodes: the proctor's flags of sessions whose media node is the watcher's
+    # (same) or another one, through the bus (cross); None with one node.
+    same_node_delays: list[float] | None = None
+    cross_node_delays: list[float] | None = None
 
 
 def acceptance(r: RoundResult, rules: dict[str, float]) -> Acceptance:
@@ -770,20 +891,39 @@ def acceptance(r: RoundResult, rules: dict[str, float]) -> Acceptance:
     candidate = [f for p in r.peers for f in p.flags.values()]
     others = [p for p in r.peers
               if any(f.kind != SCRIPTED_KIND and f.arrival <= until for f in p.flags.values())]
+    same, cross = _by_media_node(r) if r.multi_node else (None, None)
     return Acceptance(
         fps=[analysed_fps(p) for p in live],
-        lag_p95=[(p.pipeline or {}).get("analysis_lag_p95") for p in live],
+        lag_p95=lag_p95s(live),
         candidate_delays=flag_delays(candidate, origins, rules, until),
         proctor_delays=flag_delays(r.watcher.flags.values(), origins, rules, until),
         scripted=[s for p in live if (s := scripted_flags(p, r.window, rules)) is not None],
         other_kinds=Counter(f.kind for f in candidate
                             if f.kind != SCRIPTED_KIND and f.arrival <= until),
         other_sessions=len(others),
+        same_node_delays=None if same is None else flag_delays(same, origins, rules, until),
+        cross_node_delays=None if cross is None else flag_delays(cross, origins, rules, until),
     )
 
 
+def lag_p95s(peers: list[Peer]) -> list[float | None]:
+    return [(p.pipeline or {}).get("analysis_lag_p95") for p in peers]
+
+
+def _by_media_node(r: RoundResult) -> tuple[list[FlagSeen], list[FlagSeen]]:
+    """The proctor's flags of sessions held by the watcher's node, and by the others
+    (a session whose media node is unknown is in neither; all are, with the watcher's)."""
+    watcher_node = r.nodes[0].node_id
+    if watcher_node is None:
+        return [], []
+    media = {p.session_id: p.media_node for p in r.peers}
+    seen = [(f, media.get(f.session_id)) for f in r.watcher.flags.values()]
+    return ([f for f, node in seen if node == watcher_node],
+            [f for f, node in seen if node is not None and node != watcher_node])
+
+
 def _worst(values: list[float | None], pick: Any) -> float | None:
-    """min/max over sessions, or None when any session lacks the figure."""
+    """``pick`` (min, max, sum) over the values, or None when any lacks the figure."""
     return None if not values or None in values else float(pick(values))
 
 
@@ -800,19 +940,24 @@ def verdict(r: RoundResult, acc: Acceptance) -> str:
     if not r.watcher.connected.is_set() or r.watcher.failed:
         problems.append("proctor watcher not connected")
     fps, lag = _worst(acc.fps, min), _worst(acc.lag_p95, max)
-    cand, proc = quantile(acc.candidate_delays, 0.95), quantile(acc.proctor_delays, 0.95)
     problems += [
         _bar("min analysed fps", fps, fps is not None and fps >= MIN_ANALYSED_FPS,
              f">= {MIN_ANALYSED_FPS}"),
         _bar("worst lag p95", lag, lag is not None and lag < MAX_LAG_P95,
              f"< {MAX_LAG_P95}", " s"),
-        _bar("candidate flag delay p95", cand, cand is not None and cand <= MAX_FLAG_DELAY_P95,
-             f"<= {MAX_FLAG_DELAY_P95}", " s"),
-        _bar("proctor flag delay p95", proc, proc is not None and proc <= MAX_FLAG_DELAY_P95,
-             f"<= {MAX_FLAG_DELAY_P95}", " s"),
+        _delay_bar("candidate", acc.candidate_delays),
+        _delay_bar("proctor", acc.proctor_delays),
     ]
+    if acc.cross_node_delays is not None:
+        problems.append(_delay_bar("cross-node", acc.cross_node_delays))
     failed = [p for p in problems if p]
     return "FAIL: " + "; ".join(failed) if failed else "PASS"
+
+
+def _delay_bar(channel: str, delays: list[float]) -> str | None:
+    p95 = quantile(delays, 0.95)
+    return _bar(f"{channel} flag delay p95", p95, p95 is not None and p95 <= MAX_FLAG_DELAY_P95,
+                f"<= {MAX_FLAG_DELAY_P95}", " s")
 
 
 # ---- report ------------------------------------------------------------------------
@@ -824,6 +969,11 @@ ACCEPTANCE = ("sessions", "fps min", "fps med", "lag p95 max", "cand flags", "ca
               "cand p95", "cand max", "proc flags", "proc p50", "proc p95", "proc max",
               "face_absent ok", "verdict")
 THREAD_COLUMNS = ("group", "threads", "% of a core", "% of server", "per session")
+NODE_COLUMNS = ("sessions", "node", "offered", "owns", "cpu", "cpu/session", "rss MB",
+                "fps min", "fps med", "lag p95 max")
+DELIVERY_COLUMNS = ("sessions", "cand flags", "cand p50", "cand p95", "cand max",
+                    "same flags", "same p50", "same p95", "same max", "cross flags",
+                    "cross p50", "cross p95", "cross max")
 
 
 def _fmt(value: float | None, spec: str, unit: str = "") -> str:
@@ -874,18 +1024,51 @@ def summary_row(r: RoundResult) -> list[str]:
     ]
 
 
+def _fps_cells(fps: list[float | None]) -> list[str]:
+    """min (n/a when any session lacks the figure) and median analysed fps."""
+    known = [f for f in fps if f is not None]
+    return [_fmt(_worst(fps, min), ".2f"),
+            _fmt(statistics.median(known) if known else None, ".2f")]
+
+
+def _delay_cells(delays: list[float] | None) -> list[str]:
+    """Flag count, delay p50, p95, max."""
+    delays = delays or []
+    return [str(len(delays)), _fmt(quantile(delays, 0.5), ".2f", " s"),
+            _fmt(quantile(delays, 0.95), ".2f", " s"),
+            _fmt(max(delays) if delays else None, ".2f", " s")]
+
+
 def acceptance_row(r: RoundResult, acc: Acceptance) -> list[str]:
-    fps = [f for f in acc.fps if f is not None]
     ok = sum(s.ok for s in acc.scripted)
-    row = [f"{r.connected}/{r.sessions}", _fmt(_worst(acc.fps, min), ".2f"),
-           _fmt(statistics.median(fps) if fps else None, ".2f"),
-           _fmt(_worst(acc.lag_p95, max), ".3f", " s")]
-    for delays in (acc.candidate_delays, acc.proctor_delays):
-        row += [str(len(delays)), _fmt(quantile(delays, 0.5), ".2f", " s"),
-                _fmt(quantile(delays, 0.95), ".2f", " s"),
-                _fmt(max(delays) if delays else None, ".2f", " s")]
-    row += [f"{ok}/{len(acc.scripted)}", verdict(r, acc).split(":")[0]]
-    return row
+    return [f"{r.connected}/{r.sessions}", *_fps_cells(acc.fps),
+            _fmt(_worst(acc.lag_p95, max), ".3f", " s"),
+            *_delay_cells(acc.candidate_delays), *_delay_cells(acc.proctor_delays),
+            f"{ok}/{len(acc.scripted)}", verdict(r, acc).split(":")[0]]
+
+
+def node_rows(r: RoundResult) -> Iterator[list[str]]:
+    """Per node: sessions offered to it and held by it, its CPU (100% = one core) in all
+    and per session it holds, memory, and its sessions' analysed fps and worst lag."""
+    for i, node in enumerate(r.nodes):
+        owned = r.owned(node)
+        cpu = _core_share(r.window.node_cpu[i] if r.window.node_cpu else None, r.seconds)
+        per = None if cpu is None or not owned else cpu / len(owned)
+        label = node.label + (" (watcher)" if i == 0 else "")
+        yield [f"{r.connected}/{r.sessions}", label,
+               str(sum(1 for p in r.peers if p.url == node.url)), str(len(owned)),
+               _fmt(cpu, ".1f", "%"), _fmt(per, ".1f", "%"), _fmt(r.node_rss_end[i], ".0f"),
+               *_fps_cells([analysed_fps(p) for p in owned]),
+               _fmt(_worst(lag_p95s(owned), max), ".3f", " s")]
+
+
+def _core_share(cpu_seconds: float | None, seconds: float) -> float | None:
+    return None if cpu_seconds is None or seconds < 0.5 else 100 * cpu_seconds / seconds
+
+
+def delivery_row(r: RoundResult, acc: Acceptance) -> list[str]:
+    return [f"{r.connected}/{r.sessions}", *_delay_cells(acc.candidate_delays),
+            *_delay_cells(acc.same_node_delays), *_delay_cells(acc.cross_node_delays)]
 
 
 def _other_cpu(r: RoundResult) -> float | None:
@@ -898,28 +1081,44 @@ def _other_cpu(r: RoundResult) -> float | None:
     return max(0.0, 100 * other / w.seconds)
 
 
-def thread_rows(r: RoundResult) -> list[list[str]]:
-    threads, total = r.window.threads, r.window.cpu_seconds
-    if threads is None or r.seconds < 0.5:
+@dataclass(frozen=True)
+class NodeThreads:
+    """One node's thread window, its process tree's CPU and the sessions it served."""
+
+    threads: ThreadWindow
+    cpu_seconds: float | None
+    sessions: int
+    label: str  # "" with one node
+
+
+def node_threads(r: RoundResult) -> Iterator[NodeThreads]:
+    """Each node's thread window (with one node, its sessions are all connected ones)."""
+    for i, threads in enumerate(r.window.threads):
+        if threads is not None:
+            node = r.nodes[i]
+            sessions = len(r.owned(node)) if r.multi_node else r.connected
+            yield NodeThreads(threads, r.window.node_cpu[i], sessions,
+                              node.label if r.multi_node else "")
+
+
+def thread_rows(t: NodeThreads, seconds: float) -> list[list[str]]:
+    if seconds < 0.5:
         return []
-    groups = threads.groups(total)
-    whole = total if total else sum(g.cpu_seconds for g in groups)
-    rows = [_thread_row(g, r, whole) for g in groups]
-    rows.append(_thread_row(GroupRow("server total", sum(g.threads for g in groups), whole),
-                            r, whole))
-    return rows
+    groups = t.threads.groups(t.cpu_seconds)
+    whole = t.cpu_seconds if t.cpu_seconds else sum(g.cpu_seconds for g in groups)
+    total = GroupRow("server total", sum(g.threads for g in groups), whole)
+    return [_thread_row(g, seconds, t.sessions, whole) for g in [*groups, total]]
 
 
-def _thread_row(g: GroupRow, r: RoundResult, whole: float) -> list[str]:
-    core = 100 * g.cpu_seconds / r.seconds
+def _thread_row(g: GroupRow, seconds: float, sessions: int, whole: float) -> list[str]:
+    core = 100 * g.cpu_seconds / seconds
     return [g.label, str(g.threads) if g.threads else "", f"{core:.1f}%",
             _fmt(100 * g.cpu_seconds / whole if whole > 0 else None, ".1f", "%"),
-            _fmt(core / r.connected if r.connected else None, ".1f", "%")]
+            _fmt(core / sessions if sessions else None, ".1f", "%")]
 
 
-def _py_spy_line(r: RoundResult) -> str:
-    threads = r.window.threads
-    if threads is None or threads.dump is None:
+def _py_spy_line(threads: ThreadWindow) -> str:
+    if threads.dump is None:
         return "py-spy: not run"
     dump = threads.dump
     if dump.error:
@@ -938,7 +1137,8 @@ def peer_rows(r: RoundResult, rules: dict[str, float]) -> Iterator[list[str]]:
     for p in r.peers:
         stats = p.pipeline or {}
         scripted = scripted_flags(p, r.window, rules)
-        yield [f"  #{p.index}", p.session_id[:12] or NA,
+        node = [p.media_node or NA] if r.multi_node else []
+        yield [f"  #{p.index}", p.session_id[:12] or NA, *node,
                _fmt(stats.get("analysis_lag_p50"), ".3f"),
                _fmt(stats.get("analysis_lag_p95"), ".3f"),
                _fmt(analysed_fps(p), ".2f"),
@@ -1022,18 +1222,39 @@ def _median_skew(r: RoundResult) -> float | None:
 
 
 def _print_threads(r: RoundResult) -> None:
-    rows = thread_rows(r)
-    if not rows:
-        return
-    print(f"\nserver threads, {r.sessions} sessions ({r.seconds:.1f} s window; 100% = one "
-          "core; per session = % of a core / connected sessions):")
-    print_table(THREAD_COLUMNS, rows, left=1)
-    print(_py_spy_line(r))
+    for t in node_threads(r):
+        rows = thread_rows(t, r.seconds)
+        if not rows:
+            continue
+        where = f", {t.label} ({t.sessions} held)" if t.label else ""
+        per = "sessions it holds" if t.label else "connected sessions"
+        print(f"\nserver threads, {r.sessions} sessions{where} ({r.seconds:.1f} s window; "
+              f"100% = one core; per session = % of a core / {per}):")
+        print_table(THREAD_COLUMNS, rows, left=1)
+        print(_py_spy_line(t.threads))
+
+
+def _print_nodes(results: list[RoundResult], accepted: list[Acceptance]) -> None:
+    """Several nodes: what each node carried, and the proctor's flags by media node."""
+    print()
+    print_table(NODE_COLUMNS, [row for r in results for row in node_rows(r)], left=2)
+    print("per node: offered = sessions created and offered there (round-robin), owns = "
+          "sessions whose media it holds (GET /sessions/{id} node); cpu = its process tree "
+          "over the window (100% = one core), cpu/session = cpu / sessions it holds; rss MB "
+          "at the window's end; fps and lag over the sessions it holds.")
+    print()
+    print_table(DELIVERY_COLUMNS, [delivery_row(r, a) for r, a in zip(results, accepted,
+                                                                      strict=True)])
+    print("flag delay as in the acceptance table: cand = the candidates' channels; same / "
+          "cross = the proctor's alerts channel (on the first node) for sessions whose "
+          "media node is the watcher's / another node (the flag crossed the bus); the "
+          f"verdict also needs cross p95 <= {MAX_FLAG_DELAY_P95} s.")
 
 
 def _print_detail(r: RoundResult, rules: dict[str, float]) -> None:
     print(f"\n{r.sessions} sessions, per peer; {_metrics_line(r)}")
-    print_table(["peer", "session", "p50", "p95", "fps", "recv", "analysed", "dropped",
+    node = ["media node"] if r.multi_node else []
+    print_table(["peer", "session", *node, "p50", "p95", "fps", "recv", "analysed", "dropped",
                  "audio drop", "clip drop", "sent", "t0 skew", f"{SCRIPTED_KIND}",
                  "flag msgs", "flags opened", "state"], list(peer_rows(r, rules)))
     print(f"t0 skew = server's media time 0 - first packet sent (s): flag delays above are "
@@ -1042,16 +1263,27 @@ def _print_detail(r: RoundResult, rules: dict[str, float]) -> None:
           f"messages, {len(r.watcher.flags)} flags")
 
 
+def _server_line(args: argparse.Namespace, fresh: bool) -> str:
+    if not fresh:
+        return f"external {', '.join(args.server)}"
+    if args.nodes == 1:
+        return "a fresh proctor serve per round"
+    return (f"a fresh deployment of {args.nodes} proctor serve nodes per round "
+            f"({backends(args.store, args.bus)}); sessions round-robin over the nodes, "
+            "the proctor's watcher on the first")
+
+
 def print_results(results: list[RoundResult], args: argparse.Namespace, fresh: bool,
                   rules: dict[str, float]) -> None:
     print()
     print("command:", shlex.join([sys.executable, *sys.argv]))
-    server = "a fresh proctor serve per round" if fresh else f"external {args.server}"
-    print(f"server: {server}; {args.codec} + opus; window {args.seconds:g} s per round "
-          "after all peers connected")
+    print(f"server: {_server_line(args, fresh)}; {args.codec} + opus; window "
+          f"{args.seconds:g} s per round after all peers connected")
     _print_load(results)
     accepted = [acceptance(r, rules) for r in results]
     _print_acceptance(results, accepted)
+    if any(r.multi_node for r in results):
+        _print_nodes(results, accepted)
     for r in results:
         _print_threads(r)
     if args.detail:
@@ -1108,19 +1340,44 @@ def prepare_media(workdir: Path, audio: bool, codec: str) -> list[EncodedClip]:
 
 async def _managed_round(n: int, args: argparse.Namespace, workdir: Path,
                          clips: list[EncodedClip], http: aiohttp.ClientSession) -> RoundResult:
-    server = ManagedServer(workdir, f"server-{n}")
-    server.start()
+    """A fresh server (or deployment of ``--nodes`` servers) for this round alone."""
+    deployment = Deployment.new(args.store, args.bus) if args.nodes > 1 else None
+    servers = _managed_servers(n, args.nodes, workdir, deployment)
+    for server in servers:
+        server.start()
     try:
-        await server.wait_ready(http, args.startup_timeout)
-        target = Target(server.url, server.api_key, server.pid)
+        await asyncio.gather(*(s.wait_ready(http, args.startup_timeout) for s in servers))
+        target = Target([Node(s.url, s.pid) for s in servers], servers[0].api_key)
         return await _bounded_round(n, args, target, clips, http)
     finally:
-        server.stop()
+        await asyncio.gather(*(asyncio.to_thread(s.stop) for s in servers))
+        if deployment is not None:
+            await _finish_schema(deployment, args.keep)
+
+
+def _managed_servers(n: int, nodes: int, workdir: Path,
+                     deployment: Deployment | None) -> list[ManagedServer]:
+    """One server (log ``server-N.log``), or the nodes of ``deployment``
+    (``server-N-node-J.log``)."""
+    if deployment is None:
+        return [ManagedServer(workdir, f"server-{n}")]
+    return [ManagedServer(workdir, f"server-{n}-{node_name(j)}", deployment.api_key,
+                          deployment.env(j)) for j in range(nodes)]
+
+
+async def _finish_schema(deployment: Deployment, keep: bool) -> None:
+    if keep:
+        print(f"kept: schema {deployment.schema} ({deployment.store})")
+        return
+    problem = await drop_schema(deployment)
+    if problem:
+        print(f"note: {problem}")
 
 
 async def _bounded_round(n: int, args: argparse.Namespace, target: Target,
                          clips: list[EncodedClip], http: aiohttp.ClientSession) -> RoundResult:
-    print(f"round: {n} sessions for {args.seconds:g} s ...", flush=True)
+    on = f" on {len(target.nodes)} nodes" if len(target.nodes) > 1 else ""
+    print(f"round: {n} sessions{on} for {args.seconds:g} s ...", flush=True)
     limit = args.seconds + 2 * args.connect_timeout + 120  # connect, stream, end: never hangs
     return await asyncio.wait_for(
         run_round(n, args.seconds, target, clips, http, args.connect_timeout), limit)
@@ -1157,23 +1414,45 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def _keep_dump(result: RoundResult, workdir: Path) -> None:
-    """The round's py-spy dump beside the server log (kept with ``--keep``)."""
-    threads = result.window.threads
-    if threads is not None and threads.dump is not None and threads.dump.text:
-        (workdir / f"py-spy-{result.sessions}.txt").write_text(threads.dump.text)
+    """The round's py-spy dumps beside the server logs (kept with ``--keep``):
+    ``py-spy-N.txt``, with several nodes ``py-spy-N-node-J.txt``."""
+    for i, threads in enumerate(result.window.threads):
+        if threads is not None and threads.dump is not None and threads.dump.text:
+            node = f"-{node_name(i)}" if result.multi_node else ""
+            (workdir / f"py-spy-{result.sessions}{node}.txt").write_text(threads.dump.text)
 
 
 def _external(args: argparse.Namespace) -> Target:
+    """The running deployment of ``--server``: its nodes, pids from ``--server-pid`` in
+    the same order, else each port's owner."""
+    pids = args.server_pid or []
+    nodes = [_external_node(url, pids[i] if i < len(pids) else None, len(args.server) > 1)
+             for i, url in enumerate(args.server)]
+    return Target(nodes, args.api_key)
+
+
+def _external_node(url: str, pid: int | None, several: bool) -> Node:
     from urllib.parse import urlsplit
 
-    pid = args.server_pid or pid_listening_on(urlsplit(args.server).port or 80)
+    pid = pid or pid_listening_on(urlsplit(url).port or 80)
     if pid is None:
-        print("note: server pid not found (pass --server-pid): cpu, threads and rss are n/a")
-    return Target(args.server.rstrip("/"), args.api_key, pid)
+        which = f" of {url}" if several else ""
+        print(f"note: server pid{which} not found (pass --server-pid): cpu, threads and rss "
+              "are n/a")
+    return Node(url.rstrip("/"), pid)
 
 
 def _counts(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _urls(text: str) -> list[str]:
+    return [u.strip() for u in text.split(",") if u.strip()]
+
+
+def _pids(text: str) -> list[int | None]:
+    """Comma-separated pids, in --server's order; an empty entry: look that one up."""
+    return [int(x) if x.strip() else None for x in text.split(",")]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1185,10 +1464,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="streaming window per round, after all peers connected")
     parser.add_argument("--codec", choices=CODECS, default="vp8",
                         help="video codec the peers send (default vp8, as Chromium does)")
-    parser.add_argument("--server", help="use this running server instead of starting one")
+    parser.add_argument("--nodes", type=int,
+                        help="nodes of one deployment per round (default 1; 2 or more: "
+                             "PostgreSQL store, Redis bus, clips: store, sessions "
+                             "round-robin over the nodes, the watcher on the first)")
+    parser.add_argument("--store",
+                        help=f"PostgreSQL database for --nodes >= 2 (default {DEFAULT_STORE}); "
+                             "each round gets a schema bench_<hex>, dropped after it "
+                             "unless --keep")
+    parser.add_argument("--bus", help=f"Redis for --nodes >= 2 (default {DEFAULT_BUS})")
+    parser.add_argument("--server", type=_urls,
+                        help="use this running server instead of starting one; several "
+                             "comma-separated URLs: the nodes of one running deployment")
     parser.add_argument("--api-key", help="integrator API key for --server")
-    parser.add_argument("--server-pid", type=int,
-                        help="pid of --server for CPU and memory (default: the port's owner)")
+    parser.add_argument("--server-pid", type=_pids,
+                        help="pid of --server for CPU and memory, comma-separated for "
+                             "several nodes (default: each port's owner)")
     parser.add_argument("--no-audio", action="store_true", help="send video only")
     parser.add_argument("--connect-timeout", type=float, default=30.0)
     parser.add_argument("--startup-timeout", type=float, default=180.0,
@@ -1199,7 +1490,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.server and not args.api_key:
         parser.error("--server needs --api-key")
+    _check_nodes(parser, args)
     return args
+
+
+def _check_nodes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--nodes: the --server URLs' count, else 1; --store and --bus are for the managed
+    nodes of a deployment only."""
+    if args.server:
+        if args.nodes not in (None, len(args.server)):
+            parser.error(f"--nodes {args.nodes} but --server names {len(args.server)} nodes")
+        if args.store or args.bus:
+            parser.error("--store and --bus are for started nodes, not --server")
+        if args.server_pid and len(args.server_pid) > len(args.server):
+            parser.error("more --server-pid entries than --server nodes")
+    if args.server:
+        args.nodes = len(args.server)
+    elif args.nodes is None:
+        args.nodes = 1
+    if args.nodes < 1:
+        parser.error("--nodes must be 1 or more")
+    if args.nodes == 1 and (args.store or args.bus):
+        parser.error("--store and --bus need --nodes 2 or more")
+    if args.store:
+        try:
+            check_database_url(args.store)
+        except ValueError as exc:
+            parser.error(f"--store: {exc}")
+    args.store, args.bus = args.store or DEFAULT_STORE, args.bus or DEFAULT_BUS
 
 
 def main(argv: list[str] | None = None) -> int:
