@@ -387,6 +387,27 @@ class ScoringConfig:
 
 
 @dataclass(frozen=True)
+class WebhooksConfig:
+    """Outbound deliveries (proctor/outbound/; SPEC "Webhooks")."""
+
+    timeout_seconds: float = 10.0  # a 2xx within this is success
+    retry_initial_seconds: float = 10.0  # the first retry's delay; doubling after
+    retry_max_seconds: float = 3600.0  # no single wait is longer
+    give_up_after_seconds: float = 86400.0  # retried until then, then "failed"
+    poll_seconds: float = 1.0  # how often a node looks for due deliveries
+    # A node attempting a delivery holds it this long; must outlast an attempt, or a
+    # slow receiver would be sent the event twice, by two nodes.
+    lease_seconds: float = 30.0
+    concurrency: int = 8  # deliveries one node sends at once
+
+    def __post_init__(self) -> None:
+        # Checked here rather than in _validate, so this section stays self-contained.
+        if self.lease_seconds <= self.timeout_seconds:
+            raise ConfigError("webhooks.lease_seconds",
+                              "must be longer than webhooks.timeout_seconds")
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -400,6 +421,7 @@ class Config:
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     flags: FlagsConfig = field(default_factory=FlagsConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -446,6 +468,13 @@ _POSITIVE: dict[str, bool] = {
     "evidence.keyframe_seconds": False,
     "flags.gap_seconds": True,
     "scoring.risk_half_life_seconds": False,
+    "webhooks.timeout_seconds": False,
+    "webhooks.retry_initial_seconds": False,
+    "webhooks.retry_max_seconds": False,
+    "webhooks.give_up_after_seconds": True,
+    "webhooks.poll_seconds": False,
+    "webhooks.lease_seconds": False,
+    "webhooks.concurrency": False,
 }
 # Keys that take ``auto`` or an integer; ``auto`` loads as None.
 _AUTO_KEYS = frozenset({"rtc.max_sessions"})
