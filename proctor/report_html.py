@@ -28,11 +28,37 @@ def _row(*cells: str, header: bool = False) -> str:
     return "<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>"
 
 
-def render_report_html(report: dict[str, Any], clip_url: str | None = None) -> str:
-    """``clip_url`` is a format string with ``{clip_id}`` for links to evidence clips."""
+def _review_cell(flag: dict[str, Any]) -> str:
+    review = flag.get("review")
+    if not review:
+        return "pending"
+    note = f" · {escape(str(review['note']))}" if review.get("note") else ""
+    return f"{escape(str(review['verdict']))} by {escape(str(review['by']))}{note}"
+
+
+def _review_summary(report: dict[str, Any], review_url: str | None) -> str:
+    """Before and after review, the person's decision, and the way to the review page."""
+    ai = escape(str(report.get("ai_recommendation", report.get("recommendation", ""))))
+    counts = report.get("reviewed") or {}
+    decision = report.get("decision")
+    decided = (f"decision <b>{escape(str(decision['decision']).upper())}</b> by "
+               f"{escape(str(decision['by']))}" if decision else "no decision yet")
+    link = (f' · <a href="{escape(review_url)}">review this session</a>'
+            if review_url else "")
+    return (f'<p class="note">before review <span class="verdict {ai}">{ai}</span> · '
+            f'flags confirmed {counts.get("confirmed", 0)}, dismissed '
+            f'{counts.get("dismissed", 0)}, pending {counts.get("pending", 0)} · '
+            f"{decided}{link}</p>")
+
+
+def render_report_html(report: dict[str, Any], clip_url: str | None = None,
+                       review_url: str | None = None) -> str:
+    """``clip_url`` is a format string with ``{clip_id}`` for links to evidence clips;
+    ``review_url`` the session's review page."""
     verdict = escape(str(report.get("recommendation", "")))
     flags = report.get("flags", [])
-    rows = [_row("Kind", "Severity", "From", "To", "Confidence", "Evidence", header=True)]
+    rows = [_row("Kind", "Severity", "From", "To", "Confidence", "Evidence", "Review",
+                 header=True)]
     for flag in flags:
         clip_id = (flag.get("evidence") or {}).get("clip_id")
         link = (f'<a href="{escape(clip_url.format(clip_id=clip_id))}">clip</a>'
@@ -44,7 +70,7 @@ def render_report_html(report: dict[str, Any], clip_url: str | None = None) -> s
                          f'{escape(flag["severity"])}</span>',
                          _seconds(flag["start"]), _seconds(flag["end"]),
                          f'{flag.get("confidence", 0):.2f}',
-                         " ".join(filter(None, [metrics, link]))))
+                         " ".join(filter(None, [metrics, link])), _review_cell(flag)))
     metric_rows = [_row(escape(name), "not measured" if value is None else f"{value:.2f}")
                    for name, value in (report.get("metrics") or {}).items()]
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -57,6 +83,7 @@ def render_report_html(report: dict[str, Any], clip_url: str | None = None) -> s
 <p><span class="verdict {verdict}">{verdict}</span>
  integrity score <b>{report.get("integrity_score", 0):.2f}</b>
  ({escape(str(report.get("integrity_band", "")))})</p>
+{_review_summary(report, review_url)}
 <p class="note">{escape(str(report.get("note", "")))}</p>
 <h2>Flags ({len(flags)})</h2>
 <table>{"".join(rows) if flags else "<tr><td>No flags.</td></tr>"}</table>

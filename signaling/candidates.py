@@ -15,6 +15,7 @@ from aiohttp import web
 from proctor.detectors.identity import EmbeddingResult, IdentityDetector
 from proctor.enrollment import enrollment_cipher, seal_enrollment
 from proctor.media.file import MediaError, decode_image
+from proctor.review import audit
 from proctor.sessions import SessionService
 from proctor.store.base import SessionStatus
 from signaling.auth import Role
@@ -94,7 +95,7 @@ async def _read_photo(request: web.Request) -> bytes:
 @routes.delete(f"{API}/candidates/{{candidate_id}}")
 async def delete_candidate(request: web.Request) -> web.Response:
     """Erase the candidate: enrollment, sessions, flags, events, clips (rows and files)."""
-    await authenticate(request, Role.INTEGRATOR)
+    principal = await authenticate(request, Role.INTEGRATOR)
     candidate_id = _candidate_id(request)
     service, store = request.app[SESSIONS_KEY], request.app[STORE_KEY]
     sessions = await store.list_candidate_sessions(candidate_id)
@@ -107,6 +108,9 @@ async def delete_candidate(request: web.Request) -> web.Response:
     clips = await store.delete_candidate(candidate_id)
     enrollment = await store.delete_enrollment(candidate_id)
     await service.clips.remove(clips)
+    # The audit keeps that it happened, by whom, and how much: no id of the candidate.
+    await audit.record(store, "erasure", principal.actor, sessions=len(sessions),
+                       clips=len(clips), enrollment=enrollment)
     log.info("candidate %s erased: %d sessions, %d clips, enrollment %s", candidate_id,
              len(sessions), len(clips), enrollment)
     return web.json_response({"candidate_id": candidate_id, "deleted": {

@@ -93,3 +93,26 @@ def recommend(merged: Iterable[MergedFlag]) -> Recommendation:
     if highs == 0 and severities.count(Severity.MODERATE) <= 2:
         return Recommendation.PASS
     return Recommendation.REVIEW
+
+
+RISK_CURVE_STEP_SECONDS = 2.0
+RISK_CURVE_MAX_POINTS = 1000
+
+
+def risk_curve(flags: Iterable[Flag], until: float, config: ScoringConfig,
+               step: float = RISK_CURVE_STEP_SECONDS,
+               max_points: int = RISK_CURVE_MAX_POINTS) -> list[list[float]]:
+    """The live risk as it was over the session: ``[[media seconds, risk], ...]`` every
+    ``step`` seconds (wider for a long session, so at most about ``max_points``), ending
+    at ``until``. A flag counts from its start, at full weight until it closed."""
+    ordered = sorted(flags, key=lambda f: f.start)
+    until = max(0.0, until)
+    step = max(step, until / max_points)
+    times = [i * step for i in range(int(until // step) + 1)]
+    if not times or times[-1] < until:
+        times.append(until)
+    curve = []
+    for t in times:
+        seen = [f for f in ordered if f.start <= t]
+        curve.append([round(t, 2), live_risk(seen, t, config)])
+    return curve
