@@ -19,6 +19,8 @@ from proctor.bus import open_bus_from_url
 from proctor.config import Config
 from proctor.detectors.registry import build_detectors
 from proctor.metrics import Metrics
+from proctor.outbound.delivery import DeliveryWorker
+from proctor.outbound.webhooks import WebhookOutlet
 from proctor.sessions import SessionService
 from proctor.sessions.nodes import node_identity
 from proctor.store import open_store_from_url
@@ -41,7 +43,9 @@ from signaling.keys import (
 )
 from signaling.openapi import openapi_document
 from signaling.peers import Peers
+from signaling.review import routes as review_routes
 from signaling.routes import routes
+from signaling.webhooks import routes as webhook_routes
 
 log = logging.getLogger("proctor.app")
 
@@ -70,6 +74,8 @@ def create_app(config: Config) -> web.Application:
     app.add_routes(routes)
     app.add_routes(analysis_routes)
     app.add_routes(candidate_routes)
+    app.add_routes(webhook_routes)
+    app.add_routes(review_routes)
     app.router.add_get("/api/v1/openapi.json", _openapi)
     app.router.add_get("/", _index)
     app.router.add_static("/static", static_dir(), show_index=False)
@@ -91,13 +97,18 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     detectors = build_detectors(config.detectors)
     transcriber = await asyncio.to_thread(load_transcriber, config.detectors.transcription,
                                           config.data_dir)
+    # Webhooks: events are stored as deliveries, then sent by this node's worker.
+    deliveries = DeliveryWorker(app[STORE_KEY], config.webhooks)
     service = SessionService(config, app[STORE_KEY], bus, app[METRICS_KEY], detectors,
-                             transcriber)
+                             transcriber,
+                             outlet=WebhookOutlet(app[STORE_KEY], wake=deliveries.wake))
     peers = Peers(service)
     await service.start()
+    await deliveries.start()  # after: a failed start leaves no worker behind
     app[SESSIONS_KEY], app[PEERS_KEY] = service, peers
     yield
     await service.close()
+    await deliveries.close()  # after the service: its last events are stored by then
     await peers.close()
     await bus.close()
     for detector in detectors:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from collections.abc import Callable
 from typing import Any
 
 from aiortc import (
@@ -22,7 +22,6 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import SessionDescription
 
-from proctor.bus import session_topic
 from proctor.config import Config
 from proctor.media.webrtc import TrackReader
 from proctor.sessions import LiveSession, SessionEnded, SessionService
@@ -30,12 +29,14 @@ from proctor.sessions.service import FINISHED
 from proctor.store.base import SessionRecord
 from signaling.channels import ChannelSender, error_message, parse_message
 from signaling.errors import ApiError
+from signaling.relay import LiveRelay
+from signaling.watchers import Watcher, WatchScope, wire_watcher
 
 log = logging.getLogger("proctor.peers")
 
 CANDIDATE_CHANNEL = "proctor"
-ALERTS_CHANNEL = "alerts"
 OFFER_ACTION = "offer"  # a candidate's offer routed to the node that owns its session
+RELAY_ACTION = "relay"  # a watcher's offer for a live picture, routed to the media's node
 
 
 def rtc_configuration(config: Config) -> RTCConfiguration:
@@ -56,11 +57,16 @@ def check_offer(sdp: str, sdp_type: str) -> None:
         raise ApiError(400, "bad_sdp", "the SDP offer has no media or data section")
 
 
-async def answer_offer(pc: RTCPeerConnection, sdp: str, sdp_type: str) -> RTCSessionDescription:
-    """Apply the browser's offer and produce our answer; bad SDP is the caller's 400."""
+async def answer_offer(pc: RTCPeerConnection, sdp: str, sdp_type: str,
+                       before_answer: Callable[[RTCPeerConnection], None] | None = None
+                       ) -> RTCSessionDescription:
+    """Apply the browser's offer and produce our answer; bad SDP is the caller's 400.
+    ``before_answer`` may add our tracks to the offer's transceivers."""
     check_offer(sdp, sdp_type)
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        if before_answer is not None:
+            before_answer(pc)
         await pc.setLocalDescription(await pc.createAnswer())
     except (ValueError, AttributeError, IndexError, KeyError, TypeError) as exc:
         await pc.close()
@@ -78,6 +84,7 @@ class Peers:
         self._config = service.config
         self.watchers: set[RTCPeerConnection] = set()
         service.serve(OFFER_ACTION, self._routed_offer)
+        service.serve(RELAY_ACTION, self._routed_relay)
 
     # Candidates -------------------------------------------------------------------
 
@@ -134,9 +141,11 @@ class Peers:
             assert pipeline is not None
             if track.kind == "audio":
                 pipeline.audio_expected = True
-                reader = TrackReader(sid, track, session.clock, on_audio=pipeline.offer_audio)
+                reader = TrackReader(sid, track, session.clock, on_audio=pipeline.offer_audio,
+                                     taps=session.taps)
             else:
-                reader = TrackReader(sid, track, session.clock, on_video=pipeline.offer_video)
+                reader = TrackReader(sid, track, session.clock, on_video=pipeline.offer_video,
+                                     taps=session.taps)
             session.readers.append(reader)
             reader.start()
 
@@ -160,31 +169,52 @@ class Peers:
 
     # Proctor watchers -------------------------------------------------------------
 
-    async def connect_watcher(self, session_ids: list[str], sdp: str,
-                              sdp_type: str) -> RTCSessionDescription:
+    async def watcher_offer(self, scope: WatchScope, wanted: list[str], video: str | None,
+                            sdp: str, sdp_type: str) -> dict[str, str]:
+        """A watcher's answer, from the node that holds ``video``'s media when a live
+        picture is asked for (routed there over the bus), else from this node."""
+        check_offer(sdp, sdp_type)
+        if video is not None:
+            record = await self._service.store.get_session(video)
+            owner = record.owner_node if record is not None else None
+            if owner and owner != self._service.node_id and video not in self._service.sessions:
+                args = {"sdp": sdp, "type": sdp_type, "sessions": wanted, "video": video,
+                        "scope": scope.to_dict()}
+                result = await self._service.on_owner(owner, RELAY_ACTION, video, args)
+                return {k: str(v) for k, v in result.items()}
+        answer = await self.connect_watcher(scope, wanted, video, sdp, sdp_type)
+        return {"sdp": answer.sdp, "type": answer.type}
+
+    async def _routed_relay(self, session_id: str, args: dict[str, Any]) -> dict[str, Any]:
+        answer = await self.connect_watcher(
+            WatchScope.from_dict(dict(args.get("scope") or {})),
+            [str(s) for s in args.get("sessions", [])], session_id,
+            str(args.get("sdp", "")), str(args.get("type", "")))
+        return {"sdp": answer.sdp, "type": answer.type}
+
+    async def connect_watcher(self, scope: WatchScope, wanted: list[str], video: str | None,
+                              sdp: str, sdp_type: str) -> RTCSessionDescription:
         pc = RTCPeerConnection(rtc_configuration(self._config))
         self.watchers.add(pc)
-        watcher = _Watcher(self._service, pc, session_ids)
+        relay = LiveRelay() if video is not None else None
+        watcher = Watcher(self._service, pc, scope, set(wanted), relay)
+        wire_watcher(pc, watcher, self.watchers.discard)
 
-        @pc.on("datachannel")
-        def on_datachannel(channel: RTCDataChannel) -> None:
-            if channel.label == ALERTS_CHANNEL:
-                watcher.attach(channel)
-
-        @pc.on("connectionstatechange")
-        async def on_state() -> None:
-            if pc.connectionState in ("failed", "closed"):
-                watcher.stop()
-                self.watchers.discard(pc)
-                await pc.close()
+        def add_relay(peer: RTCPeerConnection) -> None:
+            if relay is not None:
+                peer.addTrack(relay.video)
+                peer.addTrack(relay.audio)
 
         try:
             await watcher.subscribe()  # before the answer: nothing published is missed
-            return await answer_offer(pc, sdp, sdp_type)
+            answer = await answer_offer(pc, sdp, sdp_type, before_answer=add_relay)
         except ApiError:
             watcher.stop()
             self.watchers.discard(pc)
             raise
+        if relay is not None and video is not None:
+            relay.switch(self._service.sessions.get(video))
+        return answer
 
     async def close(self) -> None:
         for pc in list(self.watchers):
@@ -209,63 +239,3 @@ def _on_candidate_message(session: LiveSession, sender: ChannelSender,
     elif message["type"] != "event":
         sender.send(error_message(f"unknown message type {message['type']!r}"))
     # Telemetry events arrive over HTTP (POST /events), where they are stored first.
-
-
-class _Watcher:
-    """Forwards the bus messages of the watched sessions to one ``alerts`` channel.
-
-    It subscribes before it reads the snapshot from the store, so a flag raised in
-    between arrives twice at worst (flags carry their id), never not at all."""
-
-    def __init__(self, service: SessionService, pc: RTCPeerConnection,
-                 session_ids: list[str]) -> None:
-        self._service = service
-        self._pc = pc
-        self._session_ids = session_ids
-        self._sender = ChannelSender(ALERTS_CHANNEL, service.metrics)
-        self._subscription: Any = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def subscribe(self) -> None:
-        self._subscription = await self._service.bus.subscribe(
-            [session_topic(s) for s in self._session_ids])
-
-    def attach(self, channel: RTCDataChannel) -> None:
-        self._sender.attach(channel)
-        channel.on("message", self._on_message)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._forward(), name=f"alerts:{id(self._pc):x}")
-
-    def _on_message(self, raw: str | bytes) -> None:
-        try:
-            message = parse_message(raw)
-        except ValueError as exc:
-            self._sender.send(error_message(str(exc)))
-            return
-        if message["type"] == "ping":
-            self._sender.send({"type": "pong", "time": time.time()})
-
-    async def _forward(self) -> None:
-        await self._send_snapshot()
-        async for message in self._subscription:
-            self._sender.send(message)
-
-    async def _send_snapshot(self) -> None:
-        """A proctor who joins late first gets each session's state and flags so far."""
-        store = self._service.store
-        for session_id in self._session_ids:
-            record = await store.get_session(session_id)
-            if record is None:
-                continue
-            self._sender.send({"type": "session", "session_id": session_id,
-                               "status": str(record.status)})
-            for flag in await store.list_flags(session_id):
-                self._sender.send({"type": "flag", "session_id": session_id,
-                                   "flag": flag.to_dict()})
-
-    def stop(self) -> None:
-        if self._subscription is not None:
-            self._subscription.close()
-        if self._task is not None:
-            self._task.cancel()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -13,6 +14,7 @@ from proctor.capacity import node_load
 from proctor.flags.model import new_id, utc_now_iso
 from proctor.pipeline.session import TELEMETRY_TYPES
 from proctor.report_html import render_report_html
+from proctor.review.reports import current_report, reviewed_flags
 from proctor.sessions.nodes import describe_node
 from proctor.store.base import EventRecord, SessionRecord, SessionStatus
 from proctor.transcript import transcript_document
@@ -27,10 +29,12 @@ from signaling.keys import (
     SIGNER_KEY,
     STORE_KEY,
 )
+from signaling.watchers import WatchScope
 
 routes = web.RouteTableDef()
 API = "/api/v1"
 MAX_EVENTS_PER_POST = 100
+MAX_ID = 200
 
 
 # Authentication --------------------------------------------------------------------
@@ -188,20 +192,31 @@ async def create_session(request: web.Request) -> web.Response:
 
 @routes.post(f"{API}/proctor-tokens")
 async def create_proctor_token(request: web.Request) -> web.Response:
-    """One proctor token covering several sessions, for a dashboard of a whole exam."""
+    """One proctor token covering several sessions, or whole exams (``exam_id`` or
+    ``exams``: every session of them, also those created later), for a dashboard."""
     await authenticate(request, Role.INTEGRATOR)
     body = await json_body(request)
-    sessions = body.get("sessions")
-    if not isinstance(sessions, list) or not sessions or not all(
-            isinstance(s, str) for s in sessions):
-        raise ApiError(400, "bad_request", "'sessions' must be a non-empty list of ids")
+    sessions = _id_list(body, "sessions")
+    exams = _id_list(body, "exams") + _id_list({"exams": [body["exam_id"]]}
+                                               if "exam_id" in body else {}, "exams")
+    if not sessions and not exams:
+        raise ApiError(400, "bad_request",
+                       "give 'sessions' (a list of ids), 'exam_id' or 'exams'")
     store = request.app[STORE_KEY]
     for session_id in sessions:
         if await store.get_session(session_id) is None:
             raise ApiError(404, "not_found", f"no session {session_id}")
-    token, expires = request.app[SIGNER_KEY].issue(Role.PROCTOR, sessions)
+    token, expires = request.app[SIGNER_KEY].issue(Role.PROCTOR, sessions, exams=exams)
     return web.json_response({"proctor_token": token, "expires_at": time.strftime(
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))}, status=201)
+
+
+def _id_list(body: dict[str, Any], key: str) -> list[str]:
+    value = body.get(key, [])
+    if not isinstance(value, list) or not all(
+            isinstance(v, str) and 0 < len(v) <= MAX_ID for v in value):
+        raise ApiError(400, "bad_request", f"'{key}' must be a list of ids")
+    return list(value)
 
 
 @routes.get(f"{API}/sessions")
@@ -326,19 +341,33 @@ def _event(session_id: str, item: Any, sent_at: Any) -> tuple[EventRecord, float
 async def end_session(request: web.Request) -> web.Response:
     principal = await authenticate(request, Role.INTEGRATOR, Role.CANDIDATE)
     record = await session_for(request, principal)
-    report = await request.app[SESSIONS_KEY].end(record)
+    report = await request.app[SESSIONS_KEY].end(record, principal.actor)
     status = "interrupted" if "interrupted" in report else "ended"
     return web.json_response({"session_id": record.session_id, "status": status,
                               "recommendation": report["recommendation"],
                               "integrity_score": report["integrity_score"]})
 
 
+@routes.post(f"{API}/sessions/{{session_id}}/break")
+async def declare_break(request: web.Request) -> web.Response:
+    """A declared break: ``{action: start|end, reason?}`` from the candidate or a proctor."""
+    principal = await authenticate(request, Role.CANDIDATE, Role.PROCTOR)
+    record = await session_for(request, principal)
+    body = await json_body(request)
+    action, reason = body.get("action"), body.get("reason", "")
+    if action not in ("start", "end") or not isinstance(reason, str):
+        raise ApiError(400, "bad_request", "expected {action: 'start'|'end', reason?: string}")
+    result = await request.app[SESSIONS_KEY].declare_break(record, action, principal.actor,
+                                                           reason)
+    return web.json_response(result)
+
+
 @routes.get(f"{API}/sessions/{{session_id}}/flags")
 async def list_flags(request: web.Request) -> web.Response:
     principal = await authenticate(request, Role.INTEGRATOR, Role.PROCTOR)
     record = await session_for(request, principal)
-    flags = await request.app[STORE_KEY].list_flags(record.session_id)
-    return web.json_response({"flags": [f.to_dict() for f in flags]})
+    flags = await reviewed_flags(request.app[STORE_KEY], record.session_id)
+    return web.json_response({"flags": flags})  # each with its latest review
 
 
 @routes.get(f"{API}/sessions/{{session_id}}/transcript")
@@ -354,14 +383,19 @@ async def transcript(request: web.Request) -> web.Response:
 async def report(request: web.Request) -> web.Response:
     principal = await authenticate(request, Role.INTEGRATOR, Role.PROCTOR)
     record = await session_for(request, principal)
-    if record.report is None:
+    # Rebuilt from the stored report with every review and the latest decision applied.
+    built = await current_report(request.app[STORE_KEY], record, request.app[CONFIG_KEY].scoring)
+    if built is None:
         raise ApiError(409, "not_ended", "the report is built when the session ends")
     if request.query.get("format") == "html":
         token = request.query.get("token")
-        clip_url = f"{API}/clips/{{clip_id}}" + (f"?token={token}" if token else "")
-        return web.Response(text=render_report_html(record.report, clip_url),
+        query = f"?token={quote(token)}" if token else ""
+        clip_url = f"{API}/clips/{{clip_id}}{query}"
+        review_url = f"/static/review.html?session={quote(record.session_id)}" + (
+            f"&token={quote(token)}" if token else "")
+        return web.Response(text=render_report_html(built, clip_url, review_url),
                             content_type="text/html")
-    return web.json_response(record.report)
+    return web.json_response(built)
 
 
 @routes.get(f"{API}/clips/{{clip_id}}")
@@ -387,14 +421,22 @@ async def clip(request: web.Request) -> web.StreamResponse:
 
 @routes.post(f"{API}/watch/offer")
 async def watch_offer(request: web.Request) -> web.Response:
+    """A watcher's peer: ``alerts`` for the sessions (default: all the token covers), and
+    with ``video`` the live picture and sound of that session."""
     principal = await authenticate(request, Role.PROCTOR)
     body = await json_body(request)
     sdp, sdp_type = _sdp(body)
     wanted = body.get("sessions") or sorted(principal.sessions)
     if not isinstance(wanted, list) or not all(isinstance(s, str) for s in wanted):
         raise ApiError(400, "bad_request", "'sessions' must be a list of session ids")
-    denied = [s for s in wanted if not principal.may_access(s)]
-    if denied:
-        raise ApiError(403, "forbidden", f"this token does not cover {', '.join(denied)}")
-    answer = await request.app[PEERS_KEY].connect_watcher(wanted, sdp, sdp_type)
-    return web.json_response({"sdp": answer.sdp, "type": answer.type})
+    video = body.get("video")
+    if video is not None and not isinstance(video, str):
+        raise ApiError(400, "bad_request", "'video' must be a session id")
+    store = request.app[STORE_KEY]
+    for session_id in [*wanted, *([video] if video else [])]:
+        record = await store.get_session(session_id)
+        if not principal.may_access(session_id, record.exam_id if record else None):
+            raise ApiError(403, "forbidden", f"this token does not cover {session_id}")
+    scope = WatchScope(principal.sessions, principal.exams)
+    answer = await request.app[PEERS_KEY].watcher_offer(scope, wanted, video, sdp, sdp_type)
+    return web.json_response(answer)

@@ -7,6 +7,7 @@ from proctor.bus.base import (
     EventBus,
     Message,
     Subscription,
+    exam_topic,
     node_topic,
     reply_topic,
     session_topic,
@@ -15,7 +16,7 @@ from proctor.bus.memory import MemoryBus
 from proctor.bus.redis import RedisBus
 
 __all__ = ["BusUnavailable", "EventBus", "MemoryBus", "Message", "RedisBus", "Subscription",
-           "node_topic", "open_bus_from_url", "reply_topic", "session_topic"]
+           "exam_topic", "node_topic", "open_bus_from_url", "reply_topic", "session_topic"]
 
 
 def open_bus_from_url(url: str, node_id: str | None = None) -> EventBus:

@@ -15,6 +15,12 @@ from typing import Any, Protocol
 Message = dict[str, Any]
 
 
+def exam_topic(exam_id: str) -> str:
+    """Where an exam's new sessions are announced (created, live), so a proctor watching
+    the whole exam also sees the sessions made after it started watching."""
+    return f"exam:{exam_id}"
+
+
 def session_topic(session_id: str) -> str:
     """Alerts, status ticks and lifecycle news of one session, for its watchers."""
     return f"session:{session_id}"

@@ -55,6 +55,14 @@ class ClipMessage(TypedDict):
     flag_id: str | None  # None: a clip not made for one flag
 
 
+class BreakMessage(TypedDict):
+    """A declared break started (``end`` null) or ended (proctor/sessions/breaks.py)."""
+
+    type: Literal["break"]
+    session_id: str
+    # break_id, start, end, reason, by ("break" is a keyword: no TypedDict field for it)
+
+
 # What one node asks of a session's owner (proctor/sessions/control.py): end it, feed it
 # telemetry, its live summary, a candidate's offer to answer, a break, a video relay.
 ControlAction = Literal["end", "event", "summary", "offer", "break", "relay"]
@@ -84,7 +92,7 @@ class ReplyMessage(TypedDict):
 
 
 AnyMessage = (FlagMessage | StatusMessage | SessionMessage | TranscriptMessage | ClipMessage
-              | ControlMessage | ReplyMessage)
+              | BreakMessage | ControlMessage | ReplyMessage)
 
 _NONE = type(None)
 # Per kind: the keys it needs and the JSON types each may hold (None where nullable).
@@ -94,6 +102,7 @@ _REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {
     "session": {"session_id": (str,), "status": (str,)},
     "transcript": {"session_id": (str,), "segment": (dict,)},
     "clip": {"session_id": (str,), "clip_id": (str,), "flag_id": (str, _NONE)},
+    "break": {"session_id": (str,), "break": (dict,)},
     "control": {"action": (str,), "session_id": (str,), "request_id": (str,),
                 "args": (dict,), "from_node": (str,)},
     "reply": {"request_id": (str,), "ok": (bool,), "result": (dict, _NONE),

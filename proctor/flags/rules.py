@@ -80,14 +80,25 @@ def rules_from_config(rows: Iterable[RuleConfig]) -> tuple[Rule, ...]:
     return tuple(rule_from_config(row) for row in rows)
 
 
+# What a declared break pauses (SPEC "Breaks and accommodations"): the presence rules
+# and the audio kinds. Telemetry (tabs, paste) and phones keep counting.
+BREAK_KINDS: frozenset[FlagKind] = frozenset({
+    FlagKind.FACE_ABSENT, FlagKind.MULTIPLE_FACES, FlagKind.HEAD_TURNED, FlagKind.GAZE_AWAY,
+    FlagKind.IDENTITY_MISMATCH, FlagKind.CAMERA_BLOCKED, FlagKind.VIDEO_LOST,
+    FlagKind.MULTIPLE_SPEAKERS, FlagKind.WHISPERING, FlagKind.AUDIO_LOST,
+})
+
+
 def apply_policy(rules: tuple[Rule, ...], policy: Mapping[str, Any] | None,
                  accommodations: Mapping[str, Any] | None = None) -> tuple[Rule, ...]:
     """A session's rules: ``policy.disable`` / ``accommodations.disable`` switch kinds off,
-    ``policy.rules.<kind>.<severity>.{threshold,seconds}`` change a level.
+    ``policy.rules.<kind>.<severity>.{threshold,seconds}`` change a level, and
+    ``accommodations.relax.<kind>`` multiplies that kind's durations.
     """
     policy = policy or {}
     accommodations = accommodations or {}
-    disabled = {_kind(k) for k in [*policy.get("disable", []), *accommodations.get("disable", [])]}
+    disabled = {_kind(k) for k in [*_kinds(policy, "policy"),
+                                   *_kinds(accommodations, "accommodations")]}
     overrides = policy.get("rules", {})
     if not isinstance(overrides, Mapping):
         raise PolicyError("policy.rules must be an object keyed by flag kind")
@@ -95,8 +106,38 @@ def apply_policy(rules: tuple[Rule, ...], policy: Mapping[str, Any] | None,
     for kind in overrides:
         if _kind(kind) not in known:
             raise PolicyError(f"policy.rules.{kind}: no rule for this kind")
-    return tuple(_override(rule, overrides.get(str(rule.kind), {}))
+    relax = _relax_factors(accommodations.get("relax", {}))
+    return tuple(_relaxed(_override(rule, overrides.get(str(rule.kind), {})),
+                          relax.get(rule.kind, 1.0))
                  for rule in rules if rule.kind not in disabled)
+
+
+def _relax_factors(raw: Any) -> dict[FlagKind, float]:
+    """``accommodations.relax``: {kind: factor ≥ 1} multiplying that kind's durations."""
+    if not isinstance(raw, Mapping):
+        raise PolicyError("accommodations.relax must be an object {kind: factor}")
+    factors: dict[FlagKind, float] = {}
+    for kind, factor in raw.items():
+        if isinstance(factor, bool) or not isinstance(factor, int | float) \
+                or not 1.0 <= float(factor) <= 100.0:
+            raise PolicyError(f"accommodations.relax.{kind}: a factor from 1 to 100")
+        factors[_kind(kind)] = float(factor)
+    return factors
+
+
+def _relaxed(rule: Rule, factor: float) -> Rule:
+    """A rule whose levels need ``factor`` times as long (instant kinds have no duration)."""
+    if factor == 1.0 or rule.instant:
+        return rule
+    return replace(rule, levels=tuple(replace(level, seconds=level.seconds * factor)
+                                      for level in rule.levels))
+
+
+def _kinds(section: Mapping[str, Any], name: str) -> list[Any]:
+    listed = section.get("disable", [])
+    if not isinstance(listed, list):
+        raise PolicyError(f"{name}.disable must be a list of flag kinds")
+    return listed
 
 
 def _kind(name: Any) -> FlagKind:

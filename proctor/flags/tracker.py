@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from proctor.flags.model import Flag, Severity, new_id
+from proctor.flags.model import Flag, FlagKind, Severity, new_id
 from proctor.flags.rules import Level, Rule
 
 # Float media times (n × 0.2 s) land a hair under a whole-second threshold.
@@ -84,6 +84,7 @@ class FlagTracker:
         self.gap_seconds = gap_seconds
         self._source_for = source_for or (lambda rule: "")
         self._states = {rule.kind: _RuleState(rule) for rule in rules}
+        self._paused: frozenset[FlagKind] = frozenset()  # kinds a declared break holds
 
     @property
     def open_flags(self) -> list[Flag]:
@@ -98,7 +99,7 @@ class FlagTracker:
         events: list[FlagEvent] = []
         for state in self._states.values():
             value = state.rule.value(signals)
-            if value is None:
+            if value is None or state.rule.kind in self._paused:
                 continue
             t = state.latest = max(t, state.latest)
             confidence = (confidences or {}).get(state.rule.signal, 1.0)
@@ -107,6 +108,28 @@ class FlagTracker:
             else:
                 events += self._step(state, t, value, confidence)
         return events
+
+    def pause(self, kinds: frozenset[FlagKind], t: float) -> list[FlagEvent]:
+        """A break from media time ``t``: these kinds' open flags close at ``t`` and the
+        kinds see nothing until :meth:`resume` (their runs start afresh after it)."""
+        self._paused = self._paused | kinds
+        events = []
+        for kind in kinds:
+            state = self._states.get(kind)
+            if state is None:
+                continue
+            if state.flag is not None:
+                events.append(self._close(state, max(t, state.flag.start)))
+            state.runs = [_Run() for _ in state.rule.levels]
+            state.extreme, state.confidence = None, 0.0
+        return events
+
+    def resume(self, kinds: frozenset[FlagKind]) -> None:
+        self._paused = self._paused - kinds
+
+    @property
+    def paused(self) -> frozenset[FlagKind]:
+        return self._paused
 
     def close_all(self, t: float) -> list[FlagEvent]:
         """Session over: close every open flag at its last held time (or ``t``)."""

@@ -19,6 +19,7 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from proctor.media.clock import MediaClock
+from proctor.media.taps import FrameTaps
 
 log = logging.getLogger("proctor.media")
 
@@ -31,8 +32,10 @@ class TrackReader:
 
     def __init__(self, session_id: str, track: MediaStreamTrack, clock: MediaClock,
                  on_video: VideoHandler | None = None,
-                 on_audio: AudioHandler | None = None) -> None:
+                 on_audio: AudioHandler | None = None,
+                 taps: FrameTaps | None = None) -> None:
         self.session_id = session_id
+        self._taps = taps  # proctors' live relays
         self.track = track
         self._clock = clock
         self._on_video = on_video
@@ -70,6 +73,8 @@ class TrackReader:
         except Exception:  # a bad frame must not stop the reader
             log.exception("session %s: handling a %s frame failed", self.session_id,
                           self.track.kind)
+        if self._taps is not None and isinstance(frame, av.VideoFrame | av.AudioFrame):
+            self._taps.emit(self.track.kind, frame)
 
     async def stop(self) -> None:
         if self.task is not None and not self.task.done():

@@ -88,7 +88,7 @@ async def analyze_video(path: Path, config: Config, detectors: list[Detector], *
         if own_pool:
             pool.shutdown(wait=False)
     wall = time.monotonic() - started
-    stats: dict[str, Any] = {**pipeline.stats(), "focus": pipeline.focus(),
+    stats: dict[str, Any] = {**pipeline.stats(), **pipeline.behavioural_metrics(),
                              "media_seconds": round(last, 2), "wall_seconds": round(wall, 2),
                              "speed": round(last / wall, 1) if wall > 0 else None}
     flags = sorted(sink.flags.values(), key=lambda f: (f.start, f.kind))

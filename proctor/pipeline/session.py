@@ -26,12 +26,13 @@ from proctor.config import Config
 from proctor.detectors.base import Detector, Observation, StreamContext, VideoSample
 from proctor.evidence import EvidenceRecorder
 from proctor.flags.model import Flag
-from proctor.flags.rules import Rule
+from proctor.flags.rules import BREAK_KINDS, Rule
 from proctor.flags.scoring import live_risk
 from proctor.flags.tracker import FlagChange, FlagEvent, FlagTracker
 from proctor.media.clock import MediaClock
 from proctor.metrics import Metrics
 from proctor.pipeline.audio import AudioPath
+from proctor.pipeline.behaviour import BehaviourMeter
 from proctor.pipeline.lips import LipHistory
 from proctor.tasks import BackgroundTasks
 from proctor.transcript.worker import TranscriptWorker
@@ -118,7 +119,7 @@ class SessionPipeline:
         self.frames_received = 0
         self.frames_analysed = 0
         self.frames_dropped = 0
-        self.single_face_frames = 0
+        self.behaviour = BehaviourMeter()  # the report's four behavioural metrics
         self.media_connected = False  # set by the peer's owner: *_lost need a live link
         self.audio_expected = False  # an audio track arrived: its silence now means something
         self._last_frame_at: float | None = None
@@ -156,6 +157,7 @@ class SessionPipeline:
     async def _observe_audio(self, observations: list[Observation]) -> None:
         """Audio observations carry their own media times; each feeds the tracker then."""
         for observation in observations:
+            self.behaviour.audio(observation)
             await self._feed(observation.media_time, [observation], with_telemetry=False)
             self._transcribe(observation.details.get("segments", []))
 
@@ -177,6 +179,18 @@ class SessionPipeline:
         if signal not in INSTANT_SIGNALS:
             self._telemetry[signal] = value
         await self._apply(self.tracker.update(media_time, {signal: value}))
+
+    async def pause_presence(self, media_time: float) -> None:
+        """A declared break: the presence and audio rules stop (their open flags close
+        at ``media_time``) until :meth:`resume_presence`."""
+        await self._apply(self.tracker.pause(BREAK_KINDS, media_time))
+
+    def resume_presence(self) -> None:
+        self.tracker.resume(BREAK_KINDS)
+
+    @property
+    def on_break(self) -> bool:
+        return bool(self.tracker.paused)
 
     # Analysis ---------------------------------------------------------------------
 
@@ -261,10 +275,10 @@ class SessionPipeline:
         mesh = next((o for o in observations if o.detector == "landmarks"), None)
         if mesh is not None:
             self.lips.add(media_time, mesh.signals.get("mouth_open"))
+        self.behaviour.frame(observations)
         faces = next((o for o in observations if o.detector == "faces"), None)
         if faces is not None:
             self.last_faces = int(faces.signals["face_count"])
-            self.single_face_frames += self.last_faces == 1
         await self._feed(media_time, observations)
 
     async def _feed(self, media_time: float, observations: list[Observation],
@@ -380,11 +394,9 @@ class SessionPipeline:
             "audio_chunks_dropped": self.audio.chunks_dropped,
         }
 
-    def focus(self) -> float | None:
-        """Share of analysed frames showing exactly one face (a behavioural metric)."""
-        if not self.frames_analysed or self.last_faces is None:
-            return None
-        return round(self.single_face_frames / self.frames_analysed, 4)
+    def behavioural_metrics(self) -> dict[str, float | None]:
+        """Focus, eye contact, environment stability, audio consistency (0-1 or None)."""
+        return self.behaviour.metrics()
 
     # Shutdown ---------------------------------------------------------------------
 

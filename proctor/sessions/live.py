@@ -9,6 +9,7 @@ hands over. Flags reach the store before anyone hears of them (:class:`SessionOu
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,10 +17,11 @@ from proctor.bus import EventBus, Message, session_topic
 from proctor.flags.messages import CANDIDATE_MESSAGES
 from proctor.flags.tracker import FlagChange, FlagEvent
 from proctor.media.clock import MediaClock
+from proctor.media.taps import FrameTaps
 from proctor.media.webrtc import TrackReader
 from proctor.outbound import EventOutlet
 from proctor.pipeline.session import SessionPipeline
-from proctor.store.base import SessionRecord, Store
+from proctor.store.base import BreakRecord, SessionRecord, Store
 
 
 class CandidateLink(Protocol):
@@ -42,6 +44,10 @@ class LiveSession:
     pipeline: SessionPipeline | None = None
     readers: list[TrackReader] = field(default_factory=list)
     peer: Peer | None = None  # the candidate's current connection; a reconnect replaces it
+    current_break: BreakRecord | None = None  # a declared break on now
+    break_timer: asyncio.TimerHandle | None = None  # ends it at the policy's time limit
+    on_break_end: Callable[[BreakRecord], Awaitable[None]] | None = None  # announce it
+    taps: FrameTaps = field(default_factory=FrameTaps)  # proctors' live video and sound
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property

@@ -14,9 +14,8 @@ from typing import Any
 from proctor.bus import EventBus, session_topic
 from proctor.config import Config
 from proctor.flags.model import Flag, utc_now_iso
-from proctor.flags.scoring import Recommendation
 from proctor.outbound import EventOutlet
-from proctor.report import build_report
+from proctor.review.reports import current_report
 from proctor.store.base import SessionRecord, SessionStatus, Store
 from proctor.transcript import transcript_document
 
@@ -33,16 +32,20 @@ async def finish_orphan(store: Store, bus: EventBus, outlet: EventOutlet, config
         if flag.is_open:
             await _close(store, bus, flag, stopped_at)
             await outlet.emit("flag.closed", record, {"flag": flag.to_dict()})
+    breaks = await store.list_breaks(record.session_id)
+    for taken in breaks:
+        if taken.media_end is None:  # a break still on when the media stopped ends there
+            taken.media_end = max(taken.media_start, stopped_at)
+            await store.save_break(taken)
     record.status, record.ended_at = status, utc_now_iso()
-    report = build_report(record, flags, {}, config.scoring)
-    report["transcript"] = {**transcript_document(
-        await store.list_transcript(record.session_id)), "complete": True}
-    if status == SessionStatus.INTERRUPTED:
-        report["interrupted"] = {"at_media_time": round(stopped_at, 2),
-                                 "node": record.owner_node}
-        if report["recommendation"] == Recommendation.PASS:
-            # Part of the session was never analysed: a person must look.
-            report["recommendation"] = str(Recommendation.REVIEW)
+    interrupted = status == SessionStatus.INTERRUPTED  # part of it was never analysed
+    record.report = {"transcript": {**transcript_document(
+        await store.list_transcript(record.session_id)), "complete": True}}
+    if interrupted:
+        record.report["interrupted"] = {"at_media_time": round(stopped_at, 3),
+                                        "node": record.owner_node}
+    report = await current_report(store, record, config.scoring)
+    assert report is not None
     record.report = report
     await store.update_session(record.session_id, status=status, ended_at=record.ended_at,
                                report=report)

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Any
 
-from proctor.bus import EventBus, session_topic
+from proctor.bus import EventBus, exam_topic, session_topic
 from proctor.capacity import (
     RETRY_AFTER_SECONDS,
     CapacityPlan,
@@ -40,11 +40,15 @@ from proctor.metrics import Metrics
 from proctor.outbound import EventOutlet, NoOutlet
 from proctor.pipeline.session import SessionPipeline
 from proctor.report import build_report
+from proctor.review import audit
+from proctor.review.reports import current_report
+from proctor.sessions.breaks import ACTIONS, BreakLimits, end_break, start_break
 from proctor.sessions.control import ControlRouter
 from proctor.sessions.live import CandidateLink, LiveSession, SessionOutlet, session_message
 from proctor.sessions.nodes import NodeRegistry, is_alive, node_identity
 from proctor.sessions.recovery import finish_orphan
 from proctor.store.base import (
+    BreakRecord,
     ClipRecord,
     EventRecord,
     NodeRecord,
@@ -157,12 +161,19 @@ class SessionService:
         """Refuse (400) a policy or accommodations the rules cannot apply."""
         try:
             apply_policy(self.rules, record.policy, record.accommodations)
-        except PolicyError as exc:
+            BreakLimits.from_policy(record.policy)
+        except (PolicyError, ValueError) as exc:
             raise ServiceError(400, "bad_policy", str(exc)) from exc
 
     async def create(self, record: SessionRecord) -> None:
         self.check_policy(record)
         await self.store.create_session(record)
+        await self._announce_to_exam(record, "created")
+
+    async def _announce_to_exam(self, record: SessionRecord, status: str) -> None:
+        if record.exam_id:
+            await self.bus.publish(exam_topic(record.exam_id), {
+                **session_message(record.session_id, status), "exam_id": record.exam_id})
 
     async def current(self, record: SessionRecord) -> SessionRecord:
         """The freshest view of a session: this node's live record, or the stored one."""
@@ -252,6 +263,7 @@ class SessionService:
                                         owner_node=self.node_id)
         await self.bus.publish(session_topic(record.session_id),
                                session_message(record.session_id, "live"))
+        await self._announce_to_exam(record, "live")
         await self.outlet.emit("session.live", record, {"node": self.node_id})
         log.info("session %s live on node %s", record.session_id, self.node_id)
         return session
@@ -309,9 +321,51 @@ class SessionService:
                     and event.media_time is not None:
                 await session.pipeline.record_event(event.type, event.media_time)
 
+    # Breaks ------------------------------------------------------------------------
+
+    async def declare_break(self, record: SessionRecord, action: str, actor: str,
+                            reason: str = "") -> dict[str, Any]:
+        """Start or end a declared break, on the session's owner: ``{break: {...}}``."""
+        if action not in ACTIONS:
+            raise ServiceError(400, "bad_request", "action must be 'start' or 'end'")
+        if record.status != SessionStatus.LIVE:
+            raise ServiceError(409, "not_live", "a break needs a live session")
+        owner = record.owner_node
+        if record.session_id not in self.sessions and owner and owner != self.node_id:
+            return await self.router.request(owner, "break", record.session_id,
+                                             {"action": action, "actor": actor,
+                                              "reason": reason})
+        return await self._break_here(record.session_id, action, actor, reason)
+
+    async def _break_here(self, session_id: str, action: str, actor: str,
+                          reason: str) -> dict[str, Any]:
+        session = self.sessions.get(session_id)
+        if session is None or session.pipeline is None:
+            raise ServiceError(409, "not_live", "the session's media is not live")
+        session.on_break_end = lambda done: self._announce_break(session, done, "policy")
+        if action == "start":
+            taken = await start_break(session, self.store, actor, reason)
+        else:
+            taken = await end_break(session, self.store, actor)
+        await self._announce_break(session, taken, actor)
+        return {"break": taken.to_dict()}
+
+    async def _announce_break(self, session: LiveSession, taken: BreakRecord,
+                              actor: str) -> None:
+        action = "break_start" if taken.media_end is None else "break_end"
+        await audit.record(self.store, action, actor, session.record, **taken.to_dict())
+        message = {"type": "break", "session_id": session.session_id,
+                   "break": taken.to_dict()}
+        session.channel.send(message)
+        await self.bus.publish(session_topic(session.session_id), message)
+
+    async def _control_break(self, session_id: str, args: dict[str, Any]) -> dict[str, Any]:
+        return await self._break_here(session_id, str(args.get("action")),
+                                      str(args.get("actor")), str(args.get("reason", "")))
+
     # Ending ------------------------------------------------------------------------
 
-    async def end(self, record: SessionRecord) -> dict[str, Any]:
+    async def end(self, record: SessionRecord, actor: str = "system") -> dict[str, Any]:
         """Close open flags, finish clips, build and store the report, on whichever node
         holds the session. Idempotent: an ended session answers its stored report."""
         if record.status in FINISHED and record.report is not None:
@@ -319,11 +373,12 @@ class SessionService:
         owner = record.owner_node
         remote = record.session_id not in self.sessions and owner and owner != self.node_id
         if remote and owner and await self._node_alive(owner):
-            result = await self.router.request(owner, "end", record.session_id)
+            result = await self.router.request(owner, "end", record.session_id,
+                                               {"actor": actor})
             return dict(result["report"])
-        return await self._end_here(record)
+        return await self._end_here(record, actor)
 
-    async def _end_here(self, record: SessionRecord) -> dict[str, Any]:
+    async def _end_here(self, record: SessionRecord, actor: str = "system") -> dict[str, Any]:
         async with self._lock(record.session_id):
             stored = await self.store.get_session(record.session_id)
             if stored is not None and stored.status in FINISHED and stored.report is not None:
@@ -339,17 +394,24 @@ class SessionService:
             if session is not None:
                 stats = await self._stop(session)
                 transcript_done = await self._finish_transcript(session)
+            if session is not None and session.current_break is not None:
+                await end_break(session, self.store, actor)  # a break ends with the session
             flags = await self.store.list_flags(record.session_id)
-            report = build_report(record, flags, stats, self.config.scoring)
-            report["transcript"] = transcript_document(
-                await self.store.list_transcript(record.session_id))
-            report["transcript"]["complete"] = transcript_done
+            machine = build_report(record, flags, stats, self.config.scoring)
+            machine["transcript"] = {**transcript_document(
+                await self.store.list_transcript(record.session_id)),
+                "complete": transcript_done}
             record.status, record.ended_at, record.report = (SessionStatus.ENDED, utc_now_iso(),
-                                                             report)
+                                                             machine)
+            # With the reviews made while it was live, its breaks and any decision.
+            report = await current_report(self.store, record, self.config.scoring) or machine
+            record.report = report
             await self.store.update_session(record.session_id, status=SessionStatus.ENDED,
                                             ended_at=record.ended_at, report=report)
             await self.bus.publish(session_topic(record.session_id),
                                    session_message(record.session_id, "ended"))
+            await audit.record(self.store, "end", actor, record,
+                               recommendation=report["recommendation"])
             await self.outlet.emit("session.ended", record, {"status": "ended"})
             await self.outlet.emit("report.ready", record, {"report": report})
             log.info("session %s ended: %s", record.session_id, report["recommendation"])
@@ -362,7 +424,7 @@ class SessionService:
             await reader.stop()
         await session.pipeline.aclose()
         stats = session.pipeline.stats()
-        stats["focus"] = session.pipeline.focus()
+        stats.update(session.pipeline.behavioural_metrics())
         session.channel.send(session_message(session.session_id, "ended"))
         if session.peer is not None:
             await asyncio.sleep(0.1)  # let the final flag and "ended" messages leave
@@ -398,6 +460,7 @@ class SessionService:
         self.router.handle("end", self._control_end)
         self.router.handle("event", self._control_events)
         self.router.handle("summary", self._control_summary)
+        self.router.handle("break", self._control_break)
 
     async def _owned_record(self, session_id: str) -> SessionRecord:
         live = self.sessions.get(session_id)
@@ -409,7 +472,8 @@ class SessionService:
         return record
 
     async def _control_end(self, session_id: str, args: dict[str, Any]) -> dict[str, Any]:
-        return {"report": await self._end_here(await self._owned_record(session_id))}
+        return {"report": await self._end_here(await self._owned_record(session_id),
+                                               str(args.get("actor", "system")))}
 
     async def _control_events(self, session_id: str, args: dict[str, Any]) -> dict[str, Any]:
         events = [(EventRecord(**item["event"]), float(item["age"]))

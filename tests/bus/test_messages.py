@@ -27,6 +27,8 @@ EXAMPLES: list[Mapping[str, Any]] = [
     {"type": "session", "session_id": "s1", "status": "live"},
     {"type": "transcript", "session_id": "s1", "segment": {"text": "hello"}},
     {"type": "clip", "session_id": "s1", "clip_id": "c1", "flag_id": "f1"},
+    {"type": "break", "session_id": "s1",
+     "break": {"break_id": "b1", "start": 1.0, "end": None, "reason": "", "by": "x"}},
     control_message("end", "s1", from_node="n1", args={"reason": "proctor"}),
     reply_message("r1", ok=True, result={"status": "ended"}),
     reply_message("r2", ok=False, error="no such session"),

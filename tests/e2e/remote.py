@@ -55,3 +55,31 @@ async def wait_until(check: Any, timeout: float, what: str) -> Any:
             return result
         await asyncio.sleep(0.5)
     raise AssertionError(f"{what}: not within {timeout} s")
+
+
+async def video_watcher(http: aiohttp.ClientSession, server: Server, token: str,
+                        video: str) -> tuple[ClientPeer, asyncio.Queue[Any]]:
+    """A proctor's peer asking ``server`` for ``video``'s live picture: the peer and a
+    queue of the tracks it receives."""
+    pc = RTCPeerConnection()
+    watcher = ClientPeer(pc)
+    tracks: asyncio.Queue[Any] = asyncio.Queue()
+    pc.on("track", tracks.put_nowait)
+    channel = pc.createDataChannel("alerts")
+    channel.on("message", lambda raw: watcher.messages.append(json.loads(raw)))
+    channel.on("open", watcher.opened.set)
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    answer = await call(http, server, "POST", "/api/v1/watch/offer", token,
+                        {"sdp": pc.localDescription.sdp, "type": "offer", "video": video})
+    await pc.setRemoteDescription(RTCSessionDescription(**answer))
+    await asyncio.wait_for(watcher.opened.wait(), timeout=15)
+    return watcher, tracks
+
+
+async def first_video_frame(tracks: asyncio.Queue[Any]) -> Any:
+    while True:
+        track = await asyncio.wait_for(tracks.get(), timeout=15)
+        if track.kind == "video":
+            return await asyncio.wait_for(track.recv(), timeout=15)

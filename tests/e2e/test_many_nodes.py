@@ -18,7 +18,14 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import Server, start_server, stop_server
-from tests.e2e.remote import call, face_then_empty, peer, wait_until
+from tests.e2e.remote import (
+    call,
+    face_then_empty,
+    first_video_frame,
+    peer,
+    video_watcher,
+    wait_until,
+)
 from tests.pgserver import PrivatePostgres
 from tests.redisserver import PrivateRedis
 
@@ -93,6 +100,11 @@ async def test_two_nodes_one_deployment(
             pasted = await watcher.wait_for(
                 lambda m: m.get("type") == "flag" and m["flag"]["kind"] == "paste", timeout=10)
             assert pasted["flag"]["start"] > 0  # placed on A's media clock
+            # A live picture asked of B is relayed by A, the media's node.
+            viewer, tracks = await video_watcher(http, b, created["proctor_token"], sid)
+            frame = await first_video_frame(tracks)
+            assert frame.width == 640
+            await viewer.pc.close()
             # Any node answers a candidate: a reconnect offered to B reaches A.
             again = await peer(http, b, f"/api/v1/sessions/{sid}/offer",
                                 created["candidate_token"], "proctor", face_then_empty())
