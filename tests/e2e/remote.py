@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -59,8 +60,17 @@ async def wait_until(check: Any, timeout: float, what: str) -> Any:
 
 async def video_watcher(http: aiohttp.ClientSession, server: Server, token: str,
                         video: str) -> tuple[ClientPeer, asyncio.Queue[Any]]:
-    """A proctor's peer asking ``server`` for ``video``'s live picture: the peer and a
-    queue of the tracks it receives."""
+    """A proctor's peer asking ``server`` for ``video``'s live picture."""
+    async def post(offer: dict[str, Any]) -> dict[str, Any]:
+        return dict(await call(http, server, "POST", "/api/v1/watch/offer", token, offer))
+
+    return await video_watcher_via(post, video)
+
+
+async def video_watcher_via(post: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+                            video: str) -> tuple[ClientPeer, asyncio.Queue[Any]]:
+    """A proctor's peer whose watch offer (with ``video``) ``post`` delivers: the peer,
+    and a queue of the tracks it receives."""
     pc = RTCPeerConnection()
     watcher = ClientPeer(pc)
     tracks: asyncio.Queue[Any] = asyncio.Queue()
@@ -71,10 +81,10 @@ async def video_watcher(http: aiohttp.ClientSession, server: Server, token: str,
     pc.addTransceiver("video", direction="recvonly")
     pc.addTransceiver("audio", direction="recvonly")
     await pc.setLocalDescription(await pc.createOffer())
-    answer = await call(http, server, "POST", "/api/v1/watch/offer", token,
-                        {"sdp": pc.localDescription.sdp, "type": "offer", "video": video})
+    answer = await post({"sdp": pc.localDescription.sdp, "type": "offer", "video": video})
     await pc.setRemoteDescription(RTCSessionDescription(**answer))
     await asyncio.wait_for(watcher.opened.wait(), timeout=15)
+    watcher.channel = channel  # type: ignore[attr-defined]
     return watcher, tracks
 
 

@@ -8,11 +8,9 @@ import asyncio
 import json
 from typing import Any
 
-import av
 from aiohttp.test_utils import TestClient
-from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamTrack
 
+from tests.e2e.remote import first_video_frame, video_watcher_via
 from tests.media import HEIGHT, WIDTH, face_frame
 from tests.peers import ClientPeer, ScheduledVideoTrack, bearer, connect
 
@@ -28,33 +26,13 @@ async def _session(client: TestClient, api_headers: dict[str, str],
 
 
 async def _watch_with_video(client: TestClient, token: str, video: str
-                            ) -> tuple[ClientPeer, asyncio.Queue[MediaStreamTrack]]:
-    pc = RTCPeerConnection()
-    peer = ClientPeer(pc)
-    tracks: asyncio.Queue[MediaStreamTrack] = asyncio.Queue()
-    pc.on("track", tracks.put_nowait)
-    channel = pc.createDataChannel("alerts")
-    channel.on("message", lambda raw: peer.messages.append(json.loads(raw)))
-    channel.on("open", peer.opened.set)
-    pc.addTransceiver("video", direction="recvonly")
-    pc.addTransceiver("audio", direction="recvonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    response = await client.post("/api/v1/watch/offer", headers=bearer(token), json={
-        "sdp": pc.localDescription.sdp, "type": "offer", "video": video})
-    assert response.status == 200, await response.text()
-    await pc.setRemoteDescription(RTCSessionDescription(**await response.json()))
-    await asyncio.wait_for(peer.opened.wait(), timeout=10)
-    peer.channel = channel  # type: ignore[attr-defined]
-    return peer, tracks
+                            ) -> tuple[ClientPeer, asyncio.Queue[Any]]:
+    async def post(offer: dict[str, Any]) -> dict[str, Any]:
+        response = await client.post("/api/v1/watch/offer", headers=bearer(token), json=offer)
+        assert response.status == 200, await response.text()
+        return dict(await response.json())
 
-
-async def _video_frame(tracks: asyncio.Queue[MediaStreamTrack]) -> av.VideoFrame:
-    while True:
-        track = await asyncio.wait_for(tracks.get(), timeout=10)
-        if track.kind == "video":
-            frame = await asyncio.wait_for(track.recv(), timeout=10)
-            assert isinstance(frame, av.VideoFrame)
-            return frame
+    return await video_watcher_via(post, video)
 
 
 async def test_a_watcher_sees_the_candidate_live(client: TestClient,
@@ -69,7 +47,7 @@ async def test_a_watcher_sees_the_candidate_live(client: TestClient,
                               first["candidate_token"], "proctor",
                               track=ScheduledVideoTrack([(60.0, face_frame())], fps=10))
     watcher, tracks = await _watch_with_video(client, exam_token, first["session_id"])
-    frame = await _video_frame(tracks)
+    frame = await first_video_frame(tracks)
     assert (frame.width, frame.height) == (WIDTH, HEIGHT)
 
     # A session of the exam created after the watcher connected is watched too, and the
