@@ -15,7 +15,8 @@
  * Two helpers share the same connection code:
  *   Proctor.openMedia()  the camera and microphone with the constraints the server
  *                        expects (a page's camera check can pass it on as `stream`);
- *   Proctor.watch({...}) the proctor dashboard's connection (DataChannel "alerts").
+ *   Proctor.watch({...}) the proctor dashboard's connection (DataChannel "alerts"), and
+ *                        with `video` the live picture and sound of one candidate.
  */
 (() => {
   "use strict";
@@ -179,7 +180,11 @@
      * @param {string} o.token Bearer token
      * @param {string} o.label the DataChannel this client opens
      * @param {MediaStream} [o.stream] tracks to send (none: a DataChannel-only offer)
-     * @param {object} [o.offerFields] extra fields for the offer's body
+     * @param {object} [o.offerFields] extra fields for the offer's body, read at each
+     *   attempt (the owner may change them between attempts)
+     * @param {() => string[]} [o.receive] media kinds to offer as recvonly, per attempt
+     * @param {(track: MediaStreamTrack, pc: RTCPeerConnection) => void} [o.onTrack]
+     *   each track the server sends
      * @param {(message: object) => void} o.onMessage each JSON message from the server
      * @param {(state: string, detail: object) => void} o.onState
      */
@@ -187,6 +192,9 @@
       this.o = o;
       this.state = "new";
       this.pc = null;
+      /** The extra fields of the current peer's offer. */
+      this.offered = {};
+      this._channel = null;
       this._closed = false;
       this._retryTimer = null;
       this._retryDelay = RETRY_FIRST_MS;
@@ -207,6 +215,30 @@
           throw error;
         }
         this._lost(error);
+      }
+    }
+
+    /** Sends a JSON message on the DataChannel; false when it is not open. */
+    send(message) {
+      const channel = this._channel;
+      if (!channel || channel.readyState !== "open") return false;
+      channel.send(JSON.stringify(message));
+      return true;
+    }
+
+    /**
+     * Replaces the peer now with a new offer (made from the current offerFields);
+     * a failure is retried like a lost link.
+     */
+    async renew() {
+      if (this._closed) return;
+      clearTimeout(this._retryTimer);
+      this._retryTimer = null;
+      try {
+        await this._attempt();
+      } catch (failure) {
+        if (failure instanceof ProctorError && failure.final) this.fail(failure.message, failure.code);
+        else this._lost(failure);
       }
     }
 
@@ -236,6 +268,8 @@
       if (this.pc) this.pc.close(); // the dead one, if any: the server replaces it
       const pc = new RTCPeerConnection({ iceServers });
       this.pc = pc;
+      const fields = { ...this.o.offerFields };
+      this.offered = fields;
       try {
         const stream = this.o.stream;
         if (stream) {
@@ -243,8 +277,17 @@
             pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
           }
         }
+        for (const kind of this.o.receive ? this.o.receive() : []) {
+          pc.addTransceiver(kind, { direction: "recvonly" });
+        }
+        if (this.o.onTrack) {
+          pc.addEventListener("track", (event) => {
+            if (pc === this.pc) this.o.onTrack(event.track, pc);
+          });
+        }
         // Created before the offer, so the offer carries the SCTP section for it.
         const channel = pc.createDataChannel(this.o.label);
+        this._channel = channel;
         channel.addEventListener("open", () => this._live(pc));
         channel.addEventListener("message", (event) => this._onMessage(event.data));
         // The server closing the channel (or the whole peer) is a lost link too: a new
@@ -258,8 +301,7 @@
         await iceGatheringDone(pc);
         const answer = await fetchJson(this.o.offerUrl, this.o.token, {
           method: "POST",
-          body: JSON.stringify({ ...this.o.offerFields, sdp: pc.localDescription.sdp,
-                                 type: "offer" }),
+          body: JSON.stringify({ ...fields, sdp: pc.localDescription.sdp, type: "offer" }),
         });
         if (pc !== this.pc) return; // closed or replaced meanwhile
         await pc.setRemoteDescription(answer);
@@ -528,31 +570,79 @@
    * @property {string} [server] default: the origin this script was loaded from
    * @property {string} token a proctor token
    * @property {string[]} [sessions] default: every session the token covers
+   * @property {string} [video] a session whose live picture and sound to receive
+   *   (switch later with `show(id)`)
    * @property {(message: object) => void} onMessage each message of the "alerts"
-   *   channel: {type: "flag"|"session"|"status"|"clip", session_id, ...}
+   *   channel: {type: "flag"|"session"|"status"|"break"|"clip"|"watch", session_id, ...}
+   * @property {(stream: MediaStream, sessionId: string) => void} [onVideo] a new stream
+   *   of the live picture (and sound): each new peer brings one
    * @property {(state: string, detail: {reason?: string}) => void} [onState]
    */
 
   /**
-   * The proctor's live connection: a DataChannel "alerts" and no media.
+   * The proctor's live connection: a DataChannel "alerts" and, with `video`, the live
+   * picture of one candidate (recvonly video and audio).
+   *
+   * `show(id)` switches the picture: a `{"type": "watch", "video": id}` message on the
+   * same peer when it carries a picture, else (or when the server answers that the
+   * media is on another node, "elsewhere", or that this peer has none, "no_video") a
+   * new offer with `video: id`, which the server routes to the node holding the media.
    * @param {WatchOptions} options
-   * @returns {Promise<{readonly state: string, close(): void}>}
+   * @returns {Promise<{readonly state: string, readonly video: string|null,
+   *   show(sessionId: string): void, close(): void}>}
    */
   async function watch(options) {
     const server = (options.server || SCRIPT_ORIGIN).replace(/\/$/, "");
+    const fields = options.sessions && options.sessions.length ? { sessions: options.sessions }
+                                                              : {};
+    if (options.video) fields.video = options.video;
+    let stream = null; // the current peer's tracks, made into one stream
+    let streamPc = null;
     const link = new PeerLink({
       rtcConfigUrl: `${server}/api/v1/rtc-config`,
       offerUrl: `${server}/api/v1/watch/offer`,
       token: options.token,
       label: "alerts",
-      offerFields: options.sessions && options.sessions.length ? { sessions: options.sessions }
-                                                               : {},
-      onMessage: (message) => notify(options.onMessage, message),
+      offerFields: fields,
+      receive: () => (fields.video ? ["video", "audio"] : []),
+      onTrack: (track, pc) => {
+        if (streamPc !== pc) {
+          stream = new MediaStream();
+          streamPc = pc;
+        }
+        stream.addTrack(track);
+        notify(options.onVideo, stream, link.offered.video);
+      },
+      onMessage: (message) => {
+        if (message.type === "watch") onWatchReply(message);
+        notify(options.onMessage, message);
+      },
       onState: (state, detail) => notify(options.onState, state, detail),
     });
+
+    /** A new peer for the picture, unless this one was already offered for it. */
+    function renewFor(sessionId) {
+      if (link.offered.video !== sessionId) link.renew();
+    }
+
+    function onWatchReply(message) {
+      if (message.video !== fields.video) return; // an answer to an older switch
+      if (message.status === "elsewhere" || message.status === "no_video") {
+        renewFor(message.video);
+      }
+    }
+
     await link.open();
     return {
       get state() { return link.state; },
+      get video() { return fields.video || null; },
+      show(sessionId) {
+        fields.video = sessionId;
+        // The current peer relays a picture: switch it; the answer may ask for a new one.
+        if (!(link.offered.video && link.send({ type: "watch", video: sessionId }))) {
+          renewFor(sessionId);
+        }
+      },
       close: () => link.close(),
     };
   }

@@ -173,7 +173,8 @@ class SessionService:
     async def _announce_to_exam(self, record: SessionRecord, status: str) -> None:
         if record.exam_id:
             await self.bus.publish(exam_topic(record.exam_id), {
-                **session_message(record.session_id, status), "exam_id": record.exam_id})
+                **session_message(record.session_id, status), "exam_id": record.exam_id,
+                "candidate_id": record.candidate_id})
 
     async def current(self, record: SessionRecord) -> SessionRecord:
         """The freshest view of a session: this node's live record, or the stored one."""
