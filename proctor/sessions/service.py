@@ -394,6 +394,7 @@ class SessionService:
             transcript_done = True
             if session is not None:
                 stats = await self._stop(session)
+                await self._forget_unwritten_clips(record)
                 transcript_done = await self._finish_transcript(session)
             if session is not None and session.current_break is not None:
                 await end_break(session, self.store, actor)  # a break ends with the session
@@ -417,6 +418,18 @@ class SessionService:
             await self.outlet.emit("report.ready", record, {"report": report})
             log.info("session %s ended: %s", record.session_id, report["recommendation"])
             return report
+
+    async def _forget_unwritten_clips(self, record: SessionRecord) -> None:
+        """Every reference resolves: a flag whose clip could not be cut (no media in its
+        window: a microphone-only session's ``audio_lost``) names none, not a clip that
+        never comes."""
+        written = {clip.clip_id for clip in await self.store.list_clips(record.session_id)}
+        for flag in await self.store.list_flags(record.session_id):
+            if flag.evidence.clip_id and flag.evidence.clip_id not in written:
+                log.info("session %s: flag %s has no clip (no media in its window)",
+                         record.session_id, flag.flag_id)
+                flag.evidence.clip_id = None
+                await self.store.save_flag(flag)
 
     async def _stop(self, session: LiveSession) -> dict[str, Any]:
         """Stop the media, close the flags (announced), say goodbye, close the peer."""
