@@ -47,6 +47,9 @@ class Metrics:
             "proctor_degradation_level",
             "0 full rate; 1 transcription deferred; 2 object rate reduced; 3 analysis rate "
             "reduced", registry=r)
+        # Set when /metrics is scraped: a soak watches that none of these creep up.
+        self.asyncio_tasks = Gauge("proctor_asyncio_tasks",
+                                   "Tasks alive on this node's event loop", registry=r)
         self.flags = Counter("proctor_flags_total", "Flags opened", ["kind", "severity"],
                              registry=r)
         self.clips_written = Counter("proctor_clips_written_total", "Evidence clips written",
