@@ -13,12 +13,13 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from proctor.config import Config, ConfigError, load_config
 
 log = logging.getLogger("proctor")
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,7 +63,18 @@ def _parser() -> argparse.ArgumentParser:
     key_commands = keys.add_subparsers(required=True, metavar="ACTION")
     create = key_commands.add_parser("create", help="make a key; printed once on stdout")
     create.add_argument("--name", required=True, help="who the key is for")
+    create.add_argument("--tenant", help="whose objects it makes and sees (default: NAME)")
     create.set_defaults(run=_keys_create)
+    key_commands.add_parser("list", help="name, tenant, created, revoked (never the key)"
+                            ).set_defaults(run=_keys_list)
+    revoke = key_commands.add_parser("revoke", help="revoke every key of this name, at once")
+    revoke.add_argument("name", metavar="NAME")
+    revoke.set_defaults(run=_keys_revoke)
+
+    purge = commands.add_parser("purge", help="remove data older than retention.* allows")
+    purge.add_argument("--dry-run", action="store_true",
+                       help="print what would be removed, remove nothing")
+    purge.set_defaults(run=_purge)
 
     models = commands.add_parser("models", help="model files")
     model_commands = models.add_subparsers(required=True, metavar="ACTION")
@@ -87,12 +99,14 @@ def _config(args: argparse.Namespace) -> Config:
 def _serve(args: argparse.Namespace, config: Config) -> int:
     from aiohttp import web
 
+    from signaling.accesslog import RedactingAccessLogger
     from signaling.app import create_app
 
     log.info("proctor serving on http://%s:%d (store %s, bus %s, clips %s)",
              config.server.host, config.server.port, config.store, config.bus, config.clips)
     web.run_app(create_app(config), host=config.server.host, port=config.server.port,
-                print=None, shutdown_timeout=10.0, handle_signals=True)
+                print=None, shutdown_timeout=10.0, handle_signals=True,
+                access_log_class=RedactingAccessLogger)
     return 0
 
 
@@ -187,24 +201,75 @@ def _db_migrate(args: argparse.Namespace, config: Config) -> int:
 
 def _keys_create(args: argparse.Namespace, config: Config) -> int:
     from proctor.flags.model import new_id, utc_now_iso
-    from proctor.store import ApiKeyRecord, open_store_from_url
+    from proctor.store import ApiKeyRecord
     from signaling.auth import hash_api_key, new_api_key
 
     key = new_api_key()
+    tenant = args.tenant or args.name
+    record = ApiKeyRecord(key_id=new_id(), name=args.name, key_hash=hash_api_key(key),
+                          created_at=utc_now_iso(), tenant=tenant)
+    _with_store(config, lambda store: store.add_api_key(record))
+    print(key)
+    print(f"key for {args.name!r} (tenant {tenant!r}) stored hashed; it will not be shown "
+          "again", file=sys.stderr)
+    return 0
 
-    async def save() -> None:
+
+def _keys_list(args: argparse.Namespace, config: Config) -> int:
+    keys = _with_store(config, lambda store: store.list_api_keys())
+    print(f"{'NAME':24} {'TENANT':24} {'CREATED':28} REVOKED")
+    for key in keys:
+        print(f"{key.name:24} {key.tenant:24} {key.created_at:28} "
+              f"{'yes' if key.revoked else 'no'}")
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace, config: Config) -> int:
+    count = _with_store(config, lambda store: store.revoke_api_key(args.name))
+    if not count:
+        print(f"proctor keys revoke: no unrevoked key named {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"revoked {count} key(s) named {args.name!r}")
+    return 0
+
+
+def _with_store(config: Config, action: Callable[[Any], Awaitable[T]]) -> T:
+    """Open the configured store, run one call on it, close it."""
+    from proctor.store import open_store_from_url
+
+    async def run() -> T:
         store = open_store_from_url(config.store)
         await store.open()
         try:
-            await store.add_api_key(ApiKeyRecord(key_id=new_id(), name=args.name,
-                                                 key_hash=hash_api_key(key),
-                                                 created_at=utc_now_iso()))
+            return await action(store)
         finally:
             await store.close()
 
-    asyncio.run(save())
-    print(key)
-    print(f"key for {args.name!r} stored hashed; it will not be shown again", file=sys.stderr)
+    return asyncio.run(run())
+
+
+def _purge(args: argparse.Namespace, config: Config) -> int:
+    """Apply retention once and print the counts per kind (SPEC "Retention")."""
+    from proctor.evidence.storage import clip_storage
+    from proctor.retention import purge
+    from proctor.store import StoreUnavailable, open_store_from_url
+
+    async def run() -> dict[str, int]:
+        store = open_store_from_url(config.store)
+        await store.open()
+        try:
+            return await purge(store, clip_storage(store, config.clips_in_store),
+                               config.retention, dry_run=args.dry_run, actor="cli")
+        finally:
+            await store.close()
+
+    try:
+        counts = asyncio.run(run())
+    except StoreUnavailable as exc:
+        print(f"proctor purge: {exc}", file=sys.stderr)
+        return 1
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb}: " + ", ".join(f"{kind} {n}" for kind, n in counts.items()))
     return 0
 
 

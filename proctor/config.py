@@ -41,13 +41,24 @@ class ServerConfig:
     max_body_bytes: int = 1_048_576
     max_upload_bytes: int = 536_870_912
     cors_origins: tuple[str, ...] = ()
+    metrics_token: str = ""  # /metrics for non-loopback callers with this bearer; "": none
 
 
 @dataclass(frozen=True)
 class AuthConfig:
     token_secret: str = ""
-    token_ttl_seconds: int = 7200
-    api_keys: tuple[str, ...] = ()
+    token_seconds: int = 7200  # proctor tokens' lifetime
+    token_ttl_seconds: int | None = None  # the older name of token_seconds: wins when set
+    max_session_hours: float = 12.0  # candidate tokens' lifetime (ended sessions: refused)
+    api_keys: tuple[str, ...] = ()  # config keys: tenant "default"
+
+    @property
+    def proctor_token_seconds(self) -> int:
+        return self.token_seconds if self.token_ttl_seconds is None else self.token_ttl_seconds
+
+    @property
+    def candidate_token_seconds(self) -> int:
+        return int(self.max_session_hours * 3600)
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,10 @@ class PipelineConfig:
     video_timeout_seconds: float = 1.0
     audio_chunk_seconds: float = 0.5
     audio_timeout_seconds: float = 2.0
+    # Image and frame shapes refused before decoding or analysis (proctor/media/limits.py).
+    max_frame_side: int = 4096
+    max_frame_pixels: int = 4096 * 4096
+    max_aspect_ratio: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -364,6 +379,11 @@ class RuleConfig:
 @dataclass(frozen=True)
 class FlagsConfig:
     gap_seconds: float = 0.5
+    # Instant kinds (paste, fullscreen_exit): another event of the kind within this many
+    # seconds of the last merges into its flag (evidence ``count``) instead of a new one.
+    instant_merge_seconds: float = 5.0
+    # At most one clip per instant kind this often; later flags in it share none.
+    instant_clip_seconds: float = 30.0
     rules: tuple[RuleConfig, ...] = ()
 
 
@@ -408,6 +428,33 @@ class WebhooksConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Request limits, in process: each node counts its own (signaling/limits.py)."""
+
+    enabled: bool = True
+    key_requests_per_minute: int = 6000  # per API key or token, sustained
+    key_burst: int = 1000  # requests one key may send at once
+    address_requests_per_minute: int = 6000  # per client address, sustained
+    address_burst: int = 1000
+    failed_auth_max: int = 50  # 401s one address may earn per window; then 429
+    failed_auth_window_seconds: float = 300.0
+    events_per_session_per_minute: int = 600  # browser telemetry events, per session
+    # Addresses of reverse proxies whose X-Forwarded-For names the client.
+    trusted_proxies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How long stored data is kept (proctor/retention.py); 0 keeps it forever."""
+
+    clips_days: float = 30.0
+    sessions_days: float = 365.0
+    enrollments_days: float = 365.0
+    transcripts_days: float = 365.0
+    interval_seconds: float = 3600.0  # how often a running server purges
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -422,6 +469,8 @@ class Config:
     flags: FlagsConfig = field(default_factory=FlagsConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -448,7 +497,8 @@ _POSITIVE: dict[str, bool] = {
     "server.port": False,
     "server.max_body_bytes": False,
     "server.max_upload_bytes": False,
-    "auth.token_ttl_seconds": False,
+    "auth.token_seconds": False,
+    "auth.max_session_hours": False,
     "rtc.connect_timeout_seconds": False,
     "nodes.heartbeat_seconds": False,
     "nodes.dead_after_seconds": False,
@@ -459,6 +509,9 @@ _POSITIVE: dict[str, bool] = {
     "pipeline.video_timeout_seconds": False,
     "pipeline.audio_chunk_seconds": False,
     "pipeline.audio_timeout_seconds": False,
+    "pipeline.max_frame_side": False,
+    "pipeline.max_frame_pixels": False,
+    "pipeline.max_aspect_ratio": False,
     "evidence.pre_seconds": True,
     "evidence.post_seconds": True,
     "evidence.max_clip_seconds": False,
@@ -475,6 +528,20 @@ _POSITIVE: dict[str, bool] = {
     "webhooks.poll_seconds": False,
     "webhooks.lease_seconds": False,
     "webhooks.concurrency": False,
+    "limits.key_requests_per_minute": False,
+    "limits.key_burst": False,
+    "limits.address_requests_per_minute": False,
+    "limits.address_burst": False,
+    "limits.failed_auth_max": False,
+    "limits.failed_auth_window_seconds": False,
+    "limits.events_per_session_per_minute": False,
+    "retention.clips_days": True,
+    "retention.sessions_days": True,
+    "retention.enrollments_days": True,
+    "retention.transcripts_days": True,
+    "retention.interval_seconds": False,
+    "flags.instant_merge_seconds": True,
+    "flags.instant_clip_seconds": True,
 }
 # Keys that take ``auto`` or an integer; ``auto`` loads as None.
 _AUTO_KEYS = frozenset({"rtc.max_sessions"})
@@ -651,6 +718,8 @@ def _validate(config: Config) -> None:
     if not (config.bus == "memory" or config.bus.startswith("redis://")):
         raise ConfigError("bus", "must be 'memory' or a redis:// URL")
     config.clips_dir  # noqa: B018 - raises ConfigError for an unsupported scheme
+    if config.auth.token_ttl_seconds is not None and config.auth.token_ttl_seconds <= 0:
+        raise ConfigError("auth.token_ttl_seconds", "must be positive")
     _validate_rules(config.flags.rules)
 
 

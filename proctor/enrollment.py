@@ -15,7 +15,7 @@ from proctor.config import Config
 from proctor.crypto import EmbeddingCipher, Sealed, SealError, load_or_create_secret
 from proctor.detectors.identity import EMBEDDING_MODEL, Embedding
 from proctor.flags.model import utc_now_iso
-from proctor.store.base import EnrollmentRecord, Store
+from proctor.store.base import DEFAULT_TENANT, EnrollmentRecord, Store
 
 log = logging.getLogger("proctor.enrollment")
 
@@ -29,11 +29,12 @@ def enrollment_cipher(config: Config) -> EmbeddingCipher:
 
 
 def seal_enrollment(cipher: EmbeddingCipher, candidate_id: str, embedding: Embedding,
-                    quality: dict[str, Any]) -> EnrollmentRecord:
+                    quality: dict[str, Any],
+                    tenant: str = DEFAULT_TENANT) -> EnrollmentRecord:
     sealed = cipher.seal(candidate_id, embedding)
     return EnrollmentRecord(candidate_id=candidate_id, ciphertext=sealed.ciphertext,
                             nonce=sealed.nonce, model=EMBEDDING_MODEL,
-                            created_at=utc_now_iso(), quality=quality)
+                            created_at=utc_now_iso(), quality=quality, tenant=tenant)
 
 
 def open_enrollment(cipher: EmbeddingCipher, record: EnrollmentRecord) -> Embedding:
@@ -42,13 +43,14 @@ def open_enrollment(cipher: EmbeddingCipher, record: EnrollmentRecord) -> Embedd
     return cipher.open(record.candidate_id, Sealed(record.ciphertext, record.nonce))
 
 
-async def load_enrollment(store: Store, config: Config, candidate_id: str) -> Embedding | None:
+async def load_enrollment(store: Store, config: Config, candidate_id: str,
+                          tenant: str = DEFAULT_TENANT) -> Embedding | None:
     """The candidate's embedding for a session, or None (not enrolled, or unusable).
 
     An enrollment that cannot be used never stops a session: it runs without identity
     checks, and the log says why.
     """
-    record = await store.get_enrollment(candidate_id)
+    record = await store.get_enrollment(candidate_id, tenant)
     if record is None:
         return None
     if record.model != EMBEDDING_MODEL:

@@ -13,14 +13,15 @@ from typing import Any
 from aiohttp import web
 
 from proctor.flags.model import new_id, utc_now_iso
-from proctor.media.file import MediaError, decode_image, probe_video
+from proctor.media.file import MediaError, probe_video
+from proctor.media.limits import FrameShapeError
 from proctor.pipeline.offline import analyze_image, analyze_video
 from proctor.threads import named_pool
 from signaling.auth import Role
 from signaling.errors import ApiError
 from signaling.keys import CONFIG_KEY, SESSIONS_KEY
 from signaling.routes import API, authenticate
-from signaling.uploads import read_upload, read_upload_bytes
+from signaling.uploads import decode_upload_image, read_upload, read_upload_bytes
 
 log = logging.getLogger("proctor.analysis")
 routes = web.RouteTableDef()
@@ -76,7 +77,7 @@ class AnalysisJobs:
                 job.report = await analyze_video(path, app[CONFIG_KEY], app[SESSIONS_KEY].detectors,
                                                  progress=progress, executor=self._executor)
                 job.status, job.progress = "done", 1.0
-            except MediaError as exc:
+            except (MediaError, FrameShapeError) as exc:
                 job.status, job.error = "failed", str(exc)
             except Exception as exc:
                 log.exception("analysis job %s failed", job.job_id)
@@ -110,18 +111,16 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
 
 @routes.post(f"{API}/analyze/frame")
 async def analyze_frame(request: web.Request) -> web.Response:
-    await authenticate(request, Role.INTEGRATOR)
+    principal = await authenticate(request, Role.INTEGRATOR)
     data = await read_upload_bytes(request, ("image", "photo", "file"), MAX_IMAGE_BYTES,
                                    "image")
     if not data:
         raise ApiError(400, "bad_request", "the upload is empty")
-    try:
-        image = decode_image(data)
-    except MediaError as exc:
-        raise ApiError(400, "not_an_image", str(exc)) from exc
+    image = decode_upload_image(data, request.app[CONFIG_KEY].pipeline)
     service = request.app[SESSIONS_KEY]
     candidate_id = request.query.get("candidate_id")
-    enrollment = await service.load_enrollment(candidate_id) if candidate_id else None
+    enrollment = (await service.load_enrollment(candidate_id, principal.tenant)
+                  if candidate_id else None)
     if candidate_id and enrollment is None:
         raise ApiError(404, "not_enrolled", f"candidate {candidate_id!r} has no enrollment")
     loop = asyncio.get_running_loop()
@@ -146,7 +145,11 @@ async def analyze_video_upload(request: web.Request) -> web.Response:
                 "video", handle.write)
         if size == 0:
             raise ApiError(400, "bad_request", "the upload is empty")
-        await asyncio.get_running_loop().run_in_executor(None, probe_video, path)
+        await asyncio.get_running_loop().run_in_executor(
+            None, probe_video, path, request.app[CONFIG_KEY].pipeline)
+    except FrameShapeError as exc:
+        path.unlink(missing_ok=True)
+        raise ApiError(400, "bad_video_shape", str(exc)) from exc
     except MediaError as exc:
         path.unlink(missing_ok=True)
         raise ApiError(400, "not_a_video", str(exc)) from exc

@@ -21,6 +21,7 @@ from proctor.detectors.registry import build_detectors
 from proctor.metrics import Metrics
 from proctor.outbound.delivery import DeliveryWorker
 from proctor.outbound.webhooks import WebhookOutlet
+from proctor.retention import RetentionWorker
 from proctor.sessions import SessionService
 from proctor.sessions.nodes import node_identity
 from proctor.store import open_store_from_url
@@ -41,6 +42,7 @@ from signaling.keys import (
     SIGNER_KEY,
     STORE_KEY,
 )
+from signaling.limits import install_limits, limits_middleware
 from signaling.openapi import openapi_document
 from signaling.peers import Peers
 from signaling.review import routes as review_routes
@@ -61,16 +63,19 @@ def static_dir() -> Path:
 def create_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body_bytes,
                           middlewares=[cors_middleware(config.server.cors_origins),
-                                       error_middleware])
+                                       limits_middleware, error_middleware])
+    install_limits(app, config.limits)
     app[CONFIG_KEY] = config
     app[CONFIG_API_KEYS] = frozenset(hash_api_key(k) for k in config.auth.api_keys)
     app[METRICS_KEY] = Metrics()
     secret = load_or_create_secret(config.auth.token_secret, config.data_dir)
-    app[SIGNER_KEY] = TokenSigner(secret, config.auth.token_ttl_seconds)
+    app[SIGNER_KEY] = TokenSigner(secret, config.auth.proctor_token_seconds,
+                                  config.auth.candidate_token_seconds)
     restrict_host_addresses(config.rtc.ice_host_addresses)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_sessions_ctx)
     app.cleanup_ctx.append(jobs_ctx)
+    app.cleanup_ctx.append(_retention_ctx)
     app.add_routes(routes)
     app.add_routes(analysis_routes)
     app.add_routes(candidate_routes)
@@ -113,6 +118,14 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     await bus.close()
     for detector in detectors:
         detector.close()
+
+
+async def _retention_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The hourly purge (proctor/retention.py), on every node: deletes are idempotent."""
+    worker = RetentionWorker(app[STORE_KEY], app[SESSIONS_KEY].clips, app[CONFIG_KEY].retention)
+    worker.start()
+    yield
+    await worker.close()
 
 
 async def _openapi(request: web.Request) -> web.Response:

@@ -12,9 +12,9 @@ import logging
 
 from aiohttp import web
 
+from proctor.config import PipelineConfig
 from proctor.detectors.identity import EmbeddingResult, IdentityDetector
 from proctor.enrollment import enrollment_cipher, seal_enrollment
-from proctor.media.file import MediaError, decode_image
 from proctor.review import audit
 from proctor.sessions import SessionService
 from proctor.store.base import SessionStatus
@@ -22,7 +22,7 @@ from signaling.auth import Role
 from signaling.errors import ApiError
 from signaling.keys import CONFIG_KEY, SESSIONS_KEY, STORE_KEY
 from signaling.routes import API, authenticate
-from signaling.uploads import read_upload_bytes
+from signaling.uploads import decode_upload_image, read_upload_bytes
 
 log = logging.getLogger("proctor.candidates")
 routes = web.RouteTableDef()
@@ -54,33 +54,34 @@ def _identity_detector(service: SessionService) -> IdentityDetector:
 
 @routes.post(f"{API}/candidates/{{candidate_id}}/enrollment")
 async def enroll(request: web.Request) -> web.Response:
-    """A photo (JPEG/PNG body, or multipart field 'photo') → the sealed embedding."""
-    await authenticate(request, Role.INTEGRATOR)
+    """A photo (JPEG/PNG body, or multipart field 'photo') → the sealed embedding, for
+    the caller's tenant's candidate of that id (candidate ids are per tenant)."""
+    principal = await authenticate(request, Role.INTEGRATOR)
     candidate_id = _candidate_id(request)
     service = request.app[SESSIONS_KEY]
     detector = _identity_detector(service)
     data = await _read_photo(request)
     loop = asyncio.get_running_loop()
-    try:
-        result = await loop.run_in_executor(service.inference, _embed_photo, detector, data)
-    except MediaError as exc:
-        raise ApiError(400, "not_an_image", str(exc)) from exc
+    result = await loop.run_in_executor(service.inference, _embed_photo, detector, data,
+                                        request.app[CONFIG_KEY].pipeline)
     problem = result.problem(detector.config)
     if problem is not None or result.embedding is None:
         code, message = problem or ("no_face", "no face was found")
         raise ApiError(400, code, f"{message}: send a sharp, well-lit photo of one face")
     quality = result.quality(detector.config)
     record = seal_enrollment(enrollment_cipher(request.app[CONFIG_KEY]), candidate_id,
-                             result.embedding, quality)
+                             result.embedding, quality, principal.tenant)
     await request.app[STORE_KEY].save_enrollment(record)  # replaces an earlier one
     log.info("candidate %s enrolled (%s)", candidate_id, quality)
     return web.json_response({"candidate_id": candidate_id, "enrolled": True,
                               "quality": quality}, status=201)
 
 
-def _embed_photo(detector: IdentityDetector, data: bytes) -> EmbeddingResult:
-    """Runs in the inference pool: decoding a large photo costs as much as the model."""
-    return detector.embed(decode_image(data))
+def _embed_photo(detector: IdentityDetector, data: bytes,
+                 limits: PipelineConfig) -> EmbeddingResult:
+    """Runs in the inference pool: decoding a large photo costs as much as the model.
+    A 400 (ApiError) for what is not an image or has a shape no camera makes."""
+    return detector.embed(decode_upload_image(data, limits))
 
 
 async def _read_photo(request: web.Request) -> bytes:
@@ -94,19 +95,22 @@ async def _read_photo(request: web.Request) -> bytes:
 
 @routes.delete(f"{API}/candidates/{{candidate_id}}")
 async def delete_candidate(request: web.Request) -> web.Response:
-    """Erase the candidate: enrollment, sessions, flags, events, clips (rows and files)."""
+    """Erase the tenant's candidate: enrollment, sessions, flags, events, clips (rows and
+    files). 404 for a candidate the tenant has no session or enrollment of."""
     principal = await authenticate(request, Role.INTEGRATOR)
-    candidate_id = _candidate_id(request)
+    candidate_id, tenant = _candidate_id(request), principal.tenant
     service, store = request.app[SESSIONS_KEY], request.app[STORE_KEY]
-    sessions = await store.list_candidate_sessions(candidate_id)
+    sessions = await store.list_candidate_sessions(candidate_id, tenant)
+    if not sessions and await store.get_enrollment(candidate_id, tenant) is None:
+        raise ApiError(404, "not_found", "no sessions or enrollment for this candidate")
     for record in sessions:
         if record.status == SessionStatus.LIVE:
             # Stop it first (on whichever node holds it): a running pipeline would keep
             # writing flags and clips for rows about to vanish. Ending also flushes the
             # clips it was writing.
             await service.end(await service.current(record))
-    clips = await store.delete_candidate(candidate_id)
-    enrollment = await store.delete_enrollment(candidate_id)
+    clips = await store.delete_candidate(candidate_id, tenant)
+    enrollment = await store.delete_enrollment(candidate_id, tenant)
     await service.clips.remove(clips)
     # The audit keeps that it happened, by whom, and how much: no id of the candidate.
     await audit.record(store, "erasure", principal.actor, sessions=len(sessions),

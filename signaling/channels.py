@@ -16,6 +16,7 @@ from typing import Any
 from aiortc import RTCDataChannel
 
 from proctor.metrics import Metrics
+from signaling import safejson
 
 log = logging.getLogger("proctor.channels")
 
@@ -74,10 +75,7 @@ def parse_message(raw: str | bytes) -> dict[str, Any]:
         raise ValueError("binary messages are not accepted; send JSON text")
     if len(raw) > 64 * 1024:
         raise ValueError("message too large (64 KiB at most)")
-    try:
-        message = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON: {exc.msg}") from exc
+    message = safejson.loads(raw)  # ValueError only, whatever the depth or digits
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ValueError("expected a JSON object with a string 'type'")
     return message

@@ -51,8 +51,9 @@ def check_offer(sdp: str, sdp_type: str) -> None:
         raise ApiError(400, "bad_sdp", "type must be 'offer'")
     try:
         parsed = SessionDescription.parse(sdp)
-    except (ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
-        raise ApiError(400, "bad_sdp", f"the SDP offer could not be parsed: {exc}") from exc
+    except Exception as exc:  # aiortc's parser asserts, indexes and converts blindly
+        raise ApiError(400, "bad_sdp", f"the SDP offer could not be parsed: {_words(exc)}"
+                       ) from exc
     if not parsed.media:
         raise ApiError(400, "bad_sdp", "the SDP offer has no media or data section")
 
@@ -68,12 +69,31 @@ async def answer_offer(pc: RTCPeerConnection, sdp: str, sdp_type: str,
         if before_answer is not None:
             before_answer(pc)
         await pc.setLocalDescription(await pc.createAnswer())
-    except (ValueError, AttributeError, IndexError, KeyError, TypeError) as exc:
+    except Exception as exc:  # whatever aiortc raises for an offer it cannot use
         await pc.close()
-        raise ApiError(400, "bad_sdp", f"the SDP offer could not be used: {exc}") from exc
+        raise ApiError(400, "bad_sdp", f"the SDP offer could not be used: {_words(exc)}"
+                       ) from exc
     description = pc.localDescription
     assert description is not None
     return description
+
+
+async def probe_offer(sdp: str, config: Config) -> None:
+    """Apply the offer to a throwaway peer, so that an offer which parses but cannot be
+    used is a 400 before the session goes live (nothing stored, announced or started)."""
+    pc = RTCPeerConnection(rtc_configuration(config))
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        await pc.createAnswer()
+    except Exception as exc:
+        raise ApiError(400, "bad_sdp", f"the SDP offer could not be used: {_words(exc)}"
+                       ) from exc
+    finally:
+        await pc.close()
+
+
+def _words(exc: Exception) -> str:
+    return (str(exc) or type(exc).__name__)[:200]
 
 
 class Peers:
@@ -115,6 +135,8 @@ class Peers:
         def channel() -> ChannelSender:
             return ChannelSender(CANDIDATE_CHANNEL, self._service.metrics)
 
+        if record.session_id not in self._service.sessions:  # not live here yet
+            await probe_offer(sdp, self._config)
         async with self._service.connecting(record, channel) as session:
             pc = RTCPeerConnection(rtc_configuration(self._config))
             self._wire_candidate(session, pc)
@@ -145,7 +167,7 @@ class Peers:
                                      taps=session.taps)
             else:
                 reader = TrackReader(sid, track, session.clock, on_video=pipeline.offer_video,
-                                     taps=session.taps)
+                                     taps=session.taps, accept=pipeline.accepts_frame)
             session.readers.append(reader)
             reader.start()
 
@@ -229,11 +251,18 @@ async def _close_if_unconnected(session_id: str, pc: RTCPeerConnection) -> None:
 
 def _on_candidate_message(session: LiveSession, sender: ChannelSender,
                           raw: str | bytes) -> None:
+    """Never raises: an exception in a DataChannel handler would end the peer."""
     try:
-        message = parse_message(raw)
+        _answer_candidate(session, sender, parse_message(raw))
     except ValueError as exc:
         sender.send(error_message(str(exc)))
-        return
+    except Exception:
+        log.exception("session %s: handling a channel message failed", session.session_id)
+        sender.send(error_message("the message could not be handled"))
+
+
+def _answer_candidate(session: LiveSession, sender: ChannelSender,
+                      message: dict[str, Any]) -> None:
     if message["type"] == "ping":
         sender.send({"type": "pong", "media_time": round(session.clock.now(), 3)})
     elif message["type"] != "event":

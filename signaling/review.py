@@ -58,13 +58,14 @@ async def session_audit(request: web.Request) -> web.Response:
 
 @routes.get(f"{API}/candidates/{{candidate_id}}")
 async def profile(request: web.Request) -> web.Response:
-    """The candidate across sessions (404 for one with no session and no enrollment)."""
-    await authenticate(request, Role.INTEGRATOR)
+    """The tenant's candidate across sessions (404 for one with no session and no
+    enrollment in the caller's tenant)."""
+    principal = await authenticate(request, Role.INTEGRATOR)
     candidate_id = request.match_info["candidate_id"].strip()
     if not candidate_id or len(candidate_id) > MAX_CANDIDATE_ID:
         raise ApiError(400, "bad_request", f"candidate id must be 1–{MAX_CANDIDATE_ID} chars")
     found = await candidate_profile(request.app[STORE_KEY], candidate_id,
-                                    request.app[CONFIG_KEY].scoring)
+                                    request.app[CONFIG_KEY].scoring, principal.tenant)
     if found is None:
         raise ApiError(404, "not_found", "no sessions or enrollment for this candidate")
     return web.json_response(found)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime
+import hmac
 import json
+import re
 import time
 from typing import Any
 from urllib.parse import quote
@@ -11,13 +15,15 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proctor.capacity import node_load
+from proctor.config import Config
 from proctor.flags.model import new_id, utc_now_iso
 from proctor.pipeline.session import TELEMETRY_TYPES
 from proctor.report_html import render_report_html
 from proctor.review.reports import current_report, reviewed_flags
 from proctor.sessions.nodes import describe_node
-from proctor.store.base import EventRecord, SessionRecord, SessionStatus
+from proctor.store.base import DEFAULT_TENANT, EventRecord, SessionRecord, SessionStatus
 from proctor.transcript import transcript_document
+from signaling import safejson
 from signaling.auth import Principal, Role, hash_api_key
 from signaling.errors import ApiError
 from signaling.keys import (
@@ -29,12 +35,19 @@ from signaling.keys import (
     SIGNER_KEY,
     STORE_KEY,
 )
+from signaling.limits import check_events
 from signaling.watchers import WatchScope
 
 routes = web.RouteTableDef()
 API = "/api/v1"
 MAX_EVENTS_PER_POST = 100
 MAX_ID = 200
+MAX_EPOCH_MS = 10**15  # epoch milliseconds: the year 33658
+MAX_OBJECT_BYTES = 16 * 1024  # a session's metadata, policy or accommodations, as JSON
+# A candidate token stops working this long after its session ended: the page may still
+# end it again or read its last status, but a finished exam cannot be reconnected.
+CANDIDATE_GRACE_SECONDS = 300
+LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 
 
 # Authentication --------------------------------------------------------------------
@@ -43,10 +56,23 @@ def _bearer(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    if request.method == "GET" and request.query.get("token"):  # links: clips, pages
-        return request.query["token"]
+        return _ascii(value.strip())
+    if _QUERY_TOKEN_PATH.fullmatch(request.path) and request.method == "GET" \
+            and request.query.get("token"):
+        return _ascii(request.query["token"])
     raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <api key or token>'")
+
+
+# Only links that cannot send a header take ``?token=``: a clip (video elements, download
+# links) and the HTML report. The access log redacts it (signaling/accesslog.py).
+_QUERY_TOKEN_PATH = re.compile(rf"{API}/(clips/[^/]+|sessions/[^/]+/report)")
+
+
+def _ascii(credential: str) -> str:
+    """Keys and tokens are ASCII; anything else is no credential of ours (not a 500)."""
+    if not credential.isascii() or not credential.isprintable():
+        raise ApiError(401, "invalid_credential", "the credential is not valid")
+    return credential
 
 
 async def authenticate(request: web.Request, *roles: Role) -> Principal:
@@ -61,31 +87,56 @@ async def _principal(request: web.Request, credential: str) -> Principal:
     if "." in credential:  # tokens are payload.signature; API keys have no dot
         return request.app[SIGNER_KEY].verify(credential)
     digest = hash_api_key(credential)
-    if digest in request.app[CONFIG_API_KEYS]:
-        return Principal(Role.INTEGRATOR, key_id="config", key_name="config")
-    record = await request.app[STORE_KEY].find_api_key(digest)
+    if digest in request.app[CONFIG_API_KEYS]:  # config keys are of the default tenant
+        return Principal(Role.INTEGRATOR, key_id="config", key_name="config",
+                         tenant=DEFAULT_TENANT)
+    record = await request.app[STORE_KEY].find_api_key(digest)  # revoked: None, at once
     if record is None:
         raise ApiError(401, "invalid_api_key", "the API key is not valid")
-    return Principal(Role.INTEGRATOR, key_id=record.key_id, key_name=record.name)
+    return Principal(Role.INTEGRATOR, key_id=record.key_id, key_name=record.name,
+                     tenant=record.tenant)
+
+
+def visible(principal: Principal, session_id: str,
+            record: SessionRecord | None) -> SessionRecord:
+    """The one tenant and scope check every route makes for a session it touches.
+
+    Another tenant's session is answered as a missing one (404), so no key learns that
+    it exists; a token asking for a session it does not name hears 403, as before."""
+    if record is not None and principal.may_see(record):
+        return record
+    if not principal.names(session_id):
+        raise ApiError(403, "forbidden", "this token does not cover that session")
+    raise ApiError(404, "not_found", "no such session")
+
+
+async def visible_session(request: web.Request, principal: Principal,
+                          session_id: str) -> SessionRecord:
+    return visible(principal, session_id,
+                   await request.app[STORE_KEY].get_session(session_id))
 
 
 async def session_for(request: web.Request, principal: Principal) -> SessionRecord:
-    session_id = request.match_info["session_id"]
-    record = await request.app[STORE_KEY].get_session(session_id)
-    if record is None:
-        if not principal.may_access(session_id):  # say nothing of sessions not covered
-            raise ApiError(403, "forbidden", "this token does not cover that session")
-        raise ApiError(404, "not_found", "no such session")
-    if not principal.may_access(session_id, record.exam_id):
-        raise ApiError(403, "forbidden", "this token does not cover that session")
+    record = await visible_session(request, principal, request.match_info["session_id"])
+    if principal.role == Role.CANDIDATE:
+        _check_candidate_session(record, time.time())
     return await request.app[SESSIONS_KEY].current(record)
+
+
+def _check_candidate_session(record: SessionRecord, now: float) -> None:
+    """A candidate token lives as long as its session: 401 once it ended a while ago."""
+    if record.status in (SessionStatus.LIVE, SessionStatus.CREATED) or not record.ended_at:
+        return
+    ended = datetime.datetime.fromisoformat(record.ended_at)  # the server's own ISO time
+    if now - ended.timestamp() > CANDIDATE_GRACE_SECONDS:
+        raise ApiError(401, "token_expired", "the session is over; its token has expired")
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "bad_json", "the body must be JSON") from exc
+        body = safejson.loads(await request.text())
+    except (ValueError, LookupError) as exc:  # not UTF-8, unknown charset, too deep...
+        raise ApiError(400, "bad_json", f"the body must be JSON: {exc}"[:300]) from exc
     if not isinstance(body, dict):
         raise ApiError(400, "bad_json", "the body must be a JSON object")
     return body
@@ -95,7 +146,21 @@ def _optional_object(body: dict[str, Any], key: str) -> dict[str, Any]:
     value = body.get(key) or {}
     if not isinstance(value, dict):
         raise ApiError(400, "bad_request", f"'{key}' must be an object")
+    if len(json.dumps(value, separators=(",", ":"))) > MAX_OBJECT_BYTES:
+        raise ApiError(400, "bad_request", f"'{key}' is over {MAX_OBJECT_BYTES} bytes as JSON")
     return value
+
+
+def _short_id(body: dict[str, Any], key: str, required: bool) -> str | None:
+    """A stripped id of 1 to MAX_ID characters (None when optional and absent)."""
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value.strip()) > MAX_ID:
+        raise ApiError(400, "bad_request",
+                       f"'{key}' {'is required as' if required else 'must be'} a string "
+                       f"of 1 to {MAX_ID} characters")
+    return value.strip()
 
 
 # Health ----------------------------------------------------------------------------
@@ -136,14 +201,28 @@ def _capacity(request: web.Request) -> dict[str, Any]:
     load = node_load(taken, limit, cpu)
     gauges.sessions_capacity.set(limit)
     gauges.cpu_share.set(cpu)
+    gauges.asyncio_tasks.set(len(asyncio.all_tasks()))
     gauges.load.set(load)
     return {"live_sessions": len(service.sessions), "max_sessions": limit,
             "accepting": taken < limit, "load": round(load, 3),
             "cpu_share": round(cpu, 3), **service.capacity.describe()}
 
 
+def _metrics_allowed(remote: str | None, authorization: str, config: Config) -> bool:
+    """Loopback callers, or those with ``Bearer <server.metrics_token>`` (when set)."""
+    if remote in LOOPBACK:
+        return True
+    token = config.server.metrics_token
+    return bool(token) and hmac.compare_digest(authorization.encode(errors="replace"),
+                                               f"Bearer {token}".encode())
+
+
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
+    if not _metrics_allowed(request.remote, request.headers.get("Authorization", ""),
+                            request.app[CONFIG_KEY]):
+        raise ApiError(403, "forbidden",
+                       "metrics are served to loopback, or with server.metrics_token")
     _capacity(request)  # the load gauges are read when scraped
     body = generate_latest(request.app[METRICS_KEY].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -167,22 +246,21 @@ async def list_nodes(request: web.Request) -> web.Response:
 async def create_session(request: web.Request) -> web.Response:
     principal = await authenticate(request, Role.INTEGRATOR)
     body = await json_body(request)
-    candidate_id = body.get("candidate_id")
-    if not isinstance(candidate_id, str) or not candidate_id.strip():
-        raise ApiError(400, "bad_request", "'candidate_id' is required (a string)")
-    exam_id = body.get("exam_id")
-    if exam_id is not None and not isinstance(exam_id, str):
-        raise ApiError(400, "bad_request", "'exam_id' must be a string")
+    candidate_id = _short_id(body, "candidate_id", required=True)
+    assert candidate_id is not None
+    exam_id = _short_id(body, "exam_id", required=False)
     record = SessionRecord(
-        session_id=new_id(), candidate_id=candidate_id.strip(), exam_id=exam_id,
+        session_id=new_id(), candidate_id=candidate_id, exam_id=exam_id,
         policy=_optional_object(body, "policy"),
         accommodations=_optional_object(body, "accommodations"),
         metadata=_optional_object(body, "metadata"), created_at=utc_now_iso(),
-        api_key_id=principal.key_id)
+        api_key_id=principal.key_id, tenant=principal.tenant)
     await request.app[SESSIONS_KEY].create(record)
     signer = request.app[SIGNER_KEY]
-    candidate_token, expires = signer.issue(Role.CANDIDATE, [record.session_id])
-    proctor_token, _ = signer.issue(Role.PROCTOR, [record.session_id])
+    candidate_token, expires = signer.issue(Role.CANDIDATE, [record.session_id],
+                                            tenant=principal.tenant)
+    proctor_token, _ = signer.issue(Role.PROCTOR, [record.session_id],
+                                    tenant=principal.tenant)
     return web.json_response({
         "session_id": record.session_id, "candidate_token": candidate_token,
         "proctor_token": proctor_token,
@@ -194,7 +272,7 @@ async def create_session(request: web.Request) -> web.Response:
 async def create_proctor_token(request: web.Request) -> web.Response:
     """One proctor token covering several sessions, or whole exams (``exam_id`` or
     ``exams``: every session of them, also those created later), for a dashboard."""
-    await authenticate(request, Role.INTEGRATOR)
+    principal = await authenticate(request, Role.INTEGRATOR)
     body = await json_body(request)
     sessions = _id_list(body, "sessions")
     exams = _id_list(body, "exams") + _id_list({"exams": [body["exam_id"]]}
@@ -202,11 +280,10 @@ async def create_proctor_token(request: web.Request) -> web.Response:
     if not sessions and not exams:
         raise ApiError(400, "bad_request",
                        "give 'sessions' (a list of ids), 'exam_id' or 'exams'")
-    store = request.app[STORE_KEY]
-    for session_id in sessions:
-        if await store.get_session(session_id) is None:
-            raise ApiError(404, "not_found", f"no session {session_id}")
-    token, expires = request.app[SIGNER_KEY].issue(Role.PROCTOR, sessions, exams=exams)
+    for session_id in sessions:  # another tenant's session: 404, as a missing one
+        await visible_session(request, principal, session_id)
+    token, expires = request.app[SIGNER_KEY].issue(Role.PROCTOR, sessions, exams=exams,
+                                                   tenant=principal.tenant)
     return web.json_response({"proctor_token": token, "expires_at": time.strftime(
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))}, status=201)
 
@@ -227,10 +304,10 @@ async def list_sessions(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request", "status must be one of "
                        + ", ".join(s.value for s in SessionStatus))
     records = await request.app[STORE_KEY].list_sessions(
-        SessionStatus(status) if status else None, limit=500)
-    visible = [r for r in records if principal.may_access(r.session_id, r.exam_id)]
+        SessionStatus(status) if status else None, limit=500, tenant=principal.tenant)
+    shown = [r for r in records if principal.may_see(r)]
     return web.json_response({"sessions": [await _session_summary(request, r)
-                                           for r in visible]})
+                                           for r in shown]})
 
 
 @routes.get(f"{API}/sessions/{{session_id}}")
@@ -313,8 +390,19 @@ async def events(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request",
                        f"expected {{events: [{{type, time}}]}} with 1–{MAX_EVENTS_PER_POST}")
     parsed = [_event(record.session_id, item, body.get("sent_at")) for item in items]
+    check_events(request, record.session_id, len(parsed))  # 429 beyond limits.events_*
     await request.app[SESSIONS_KEY].record_events(record, parsed)
     return web.json_response({"accepted": len(parsed)}, status=202)
+
+
+def _epoch_ms(value: Any) -> float | None:
+    """A finite time in epoch milliseconds (a 400-digit integer, 1e308 or a bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int) and abs(value) > MAX_EPOCH_MS:
+        return None  # before float(): a huge int would overflow there
+    number = float(value)
+    return number if abs(number) <= MAX_EPOCH_MS else None
 
 
 def _event(session_id: str, item: Any, sent_at: Any) -> tuple[EventRecord, float]:
@@ -322,14 +410,15 @@ def _event(session_id: str, item: Any, sent_at: Any) -> tuple[EventRecord, float
     if not isinstance(item, dict) or item.get("type") not in TELEMETRY_TYPES:
         raise ApiError(400, "bad_event",
                        f"each event needs a type among {', '.join(sorted(TELEMETRY_TYPES))}")
-    client_ms = item.get("time")
-    if client_ms is not None and not isinstance(client_ms, int | float):
+    client_ms = _epoch_ms(item.get("time"))
+    if item.get("time") is not None and client_ms is None:
         raise ApiError(400, "bad_event", "'time' must be epoch milliseconds")
     # The browser's clock may be off; only the difference between two of its readings
     # (when it happened, when it was sent) is trusted.
     age = 0.0
-    if isinstance(client_ms, int | float) and isinstance(sent_at, int | float):
-        age = min(max(0.0, (sent_at - client_ms) / 1000), 3600.0)
+    sent_ms = _epoch_ms(sent_at)
+    if client_ms is not None and sent_ms is not None:
+        age = min(max(0.0, (sent_ms - client_ms) / 1000), 3600.0)
     detail = {k: v for k, v in item.items() if k not in ("type", "time")}
     record = EventRecord(event_id=new_id(), session_id=session_id, type=item["type"],
                          client_time=None if client_ms is None else client_ms / 1000,
@@ -405,9 +494,7 @@ async def clip(request: web.Request) -> web.StreamResponse:
     if record is None:
         raise ApiError(404, "not_found",
                        "no such clip (a flag's clip is written a few seconds after it closes)")
-    session = await request.app[STORE_KEY].get_session(record.session_id)
-    if not principal.may_access(record.session_id, session.exam_id if session else None):
-        raise ApiError(403, "forbidden", "this token does not cover that clip")
+    await visible_session(request, principal, record.session_id)  # another tenant's: 404
     body = await request.app[SESSIONS_KEY].clips.read(record)
     if body is None:
         raise ApiError(404, "not_found", "the clip's file is gone (retention?)")
@@ -432,11 +519,8 @@ async def watch_offer(request: web.Request) -> web.Response:
     video = body.get("video")
     if video is not None and not isinstance(video, str):
         raise ApiError(400, "bad_request", "'video' must be a session id")
-    store = request.app[STORE_KEY]
     for session_id in [*wanted, *([video] if video else [])]:
-        record = await store.get_session(session_id)
-        if not principal.may_access(session_id, record.exam_id if record else None):
-            raise ApiError(403, "forbidden", f"this token does not cover {session_id}")
-    scope = WatchScope(principal.sessions, principal.exams)
+        await visible_session(request, principal, session_id)
+    scope = WatchScope(principal.sessions, principal.exams, principal.tenant)
     answer = await request.app[PEERS_KEY].watcher_offer(scope, wanted, video, sdp, sdp_type)
     return web.json_response(answer)

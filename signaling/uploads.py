@@ -12,6 +12,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import BodyPartReader, web
 
+from proctor.config import PipelineConfig
+from proctor.detectors.base import RgbImage
+from proctor.media.file import MediaError, decode_image
+from proctor.media.limits import FrameShapeError
 from signaling.errors import ApiError
 
 CHUNK = 1 << 16
@@ -45,6 +49,16 @@ async def read_upload(request: web.Request, fields: tuple[str, ...], limit: int,
     budget = _Budget(limit, what)
     if not request.content_type.startswith("multipart/"):
         return "upload", await _copy(request.content.read, budget, sink)
+    try:
+        return await _read_multipart(request, fields, budget, sink)
+    except (KeyError, ValueError, AssertionError) as exc:  # no boundary, a broken body
+        raise ApiError(400, "bad_request", "the multipart body could not be read "
+                       "(is the boundary missing?)") from exc
+
+
+async def _read_multipart(request: web.Request, fields: tuple[str, ...], budget: _Budget,
+                          sink: Sink) -> tuple[str, int]:
+    what = budget.what
     found: tuple[str, int] | None = None
     async for part in await request.multipart():
         if not isinstance(part, BodyPartReader):
@@ -65,6 +79,17 @@ async def read_upload_bytes(request: web.Request, fields: tuple[str, ...], limit
     chunks: list[bytes] = []
     await read_upload(request, fields, limit, what, chunks.append)
     return b"".join(chunks)
+
+
+def decode_upload_image(data: bytes, limits: PipelineConfig) -> RgbImage:
+    """An uploaded image as RGB, or a 400: a shape over the limits is refused from the
+    file's header, before it is decoded (see proctor.media.limits)."""
+    try:
+        return decode_image(data, limits)
+    except FrameShapeError as exc:
+        raise ApiError(400, "bad_image_shape", str(exc)) from exc
+    except MediaError as exc:
+        raise ApiError(400, "not_an_image", str(exc)) from exc
 
 
 async def _copy(read: _ChunkReader, budget: _Budget, sink: Sink) -> int:

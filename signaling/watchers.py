@@ -21,6 +21,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection
 
 from proctor.bus import Message, Subscription, exam_topic, session_topic
 from proctor.sessions import SessionService
+from proctor.store.base import DEFAULT_TENANT, SessionRecord
 from signaling.channels import ChannelSender, error_message, parse_message
 from signaling.relay import LiveRelay
 
@@ -36,17 +37,22 @@ class WatchScope:
 
     sessions: frozenset[str] = frozenset()
     exams: frozenset[str] = frozenset()
+    tenant: str = DEFAULT_TENANT  # exams, and so sessions, are the tenant's own
 
-    def allows(self, session_id: str, exam_id: str | None) -> bool:
-        return session_id in self.sessions or (exam_id is not None and exam_id in self.exams)
+    def allows(self, record: SessionRecord) -> bool:
+        return record.tenant == self.tenant and (
+            record.session_id in self.sessions
+            or (record.exam_id is not None and record.exam_id in self.exams))
 
-    def to_dict(self) -> dict[str, list[str]]:
-        return {"sessions": sorted(self.sessions), "exams": sorted(self.exams)}
+    def to_dict(self) -> dict[str, Any]:
+        return {"sessions": sorted(self.sessions), "exams": sorted(self.exams),
+                "tenant": self.tenant}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> WatchScope:
         return cls(frozenset(map(str, raw.get("sessions", []))),
-                   frozenset(map(str, raw.get("exams", []))))
+                   frozenset(map(str, raw.get("exams", []))),
+                   str(raw.get("tenant", DEFAULT_TENANT)))
 
 
 @dataclass
@@ -72,7 +78,7 @@ class Watcher:
     async def subscribe(self) -> None:
         """Before the answer: the watched sessions' topics and the exams' topics."""
         topics = [session_topic(s) for s in sorted(self.watched)]
-        topics += [exam_topic(e) for e in sorted(self.scope.exams)]
+        topics += [exam_topic(e, self.scope.tenant) for e in sorted(self.scope.exams)]
         if topics:
             self._subscriptions.append(await self.service.bus.subscribe(topics))
 
@@ -108,7 +114,8 @@ class Watcher:
         """A proctor who joins late first gets each session's state and flags so far."""
         store = self.service.store
         if self.scope.exams:
-            for record in await store.list_sessions(limit=SNAPSHOT_LIMIT):
+            for record in await store.list_sessions(limit=SNAPSHOT_LIMIT,
+                                                    tenant=self.scope.tenant):
                 if record.exam_id in self.scope.exams and record.session_id not in self.watched:
                     self.watched.add(record.session_id)
                     self._subscriptions.append(await self.service.bus.subscribe(
@@ -126,11 +133,16 @@ class Watcher:
                                   "flag": flag.to_dict()})
 
     def _on_message(self, raw: str | bytes) -> None:
+        """Never raises: an exception in a DataChannel handler would end the peer."""
         try:
-            message = parse_message(raw)
+            self._answer(parse_message(raw))
         except ValueError as exc:
             self.sender.send(error_message(str(exc)))
-            return
+        except Exception:
+            log.exception("watcher: handling a channel message failed")
+            self.sender.send(error_message("the message could not be handled"))
+
+    def _answer(self, message: dict[str, Any]) -> None:
         if message["type"] == "ping":
             self.sender.send({"type": "pong", "time": time.time()})
         elif message["type"] == "watch":
@@ -143,7 +155,7 @@ class Watcher:
         reply: Message = {"type": "watch", "video": session_id}
         record = await self.service.store.get_session(str(session_id)) \
             if isinstance(session_id, str) else None
-        if record is None or not self.scope.allows(record.session_id, record.exam_id):
+        if record is None or not self.scope.allows(record):
             self.sender.send(error_message("this token does not cover that session"))
             return
         live = self.service.sessions.get(record.session_id)

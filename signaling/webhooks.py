@@ -1,8 +1,8 @@
 """Webhook routes: register, list, delete, and the deliveries log (SPEC "Webhooks").
 
-A webhook belongs to the API key that made it and hears of that key's sessions; another
-key's webhooks answer 404, as if they did not exist. The secret is shown once, in the
-201 answer; lists never show it.
+A webhook belongs to the tenant of the API key that made it and hears of that tenant's
+sessions; another tenant's webhooks answer 404, as if they did not exist. The secret is
+shown once, in the 201 answer; lists never show it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ DEFAULT_DELIVERIES, MAX_DELIVERIES = 50, 100
 
 
 def _owner(principal: Principal) -> str:
-    return principal.key_id or "config"
+    return principal.tenant
 
 
 def _describe(webhook: WebhookRecord) -> dict[str, Any]:

@@ -15,10 +15,11 @@ from typing import Any, Protocol
 Message = dict[str, Any]
 
 
-def exam_topic(exam_id: str) -> str:
+def exam_topic(exam_id: str, tenant: str = "default") -> str:
     """Where an exam's new sessions are announced (created, live), so a proctor watching
-    the whole exam also sees the sessions made after it started watching."""
-    return f"exam:{exam_id}"
+    the whole exam also sees the sessions made after it started watching. Exam ids are
+    per tenant, so the topic names both."""
+    return f"exam:{tenant}:{exam_id}"
 
 
 def session_topic(session_id: str) -> str:

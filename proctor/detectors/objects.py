@@ -61,6 +61,11 @@ FULL_WIDTH = 512  # the whole-frame pass: 640×480 becomes 512×384 (~20 ms on o
 TILE_SHARE = 0.55  # each tile covers this share of the enlarged frame's width and height
 PEAK_FLOOR = 0.1  # heat-map peaks below this are not decoded at all
 NMS_IOU = 0.5
+# Passes scale by the frame's width, so a tall strip would be enlarged without bound (a
+# 16×4096 frame became 512×131072: 60 s and 8.6 GB). The pipeline refuses such shapes
+# first (proctor.media.limits); the stage still skips them and caps its input itself.
+MAX_ASPECT = 4.0  # long side over short side
+MAX_INPUT_SIDE = 2048  # model input pixels on a side, whatever the window's scale
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -112,6 +117,11 @@ def passes(width: int, height: int, tile_zoom: float) -> list[Window]:
     return [whole, *tiles]
 
 
+def fits(width: int, height: int) -> bool:
+    """Whether the stage looks at a frame of this shape at all (see MAX_ASPECT)."""
+    return min(width, height) >= 1 and max(width, height) <= MAX_ASPECT * min(width, height)
+
+
 class ObjectDetector(Detector):
     name = "objects"
     source = MODEL_SOURCE
@@ -142,7 +152,8 @@ class ObjectDetector(Detector):
 def _model_input(image: RgbImage, window: Window) -> tuple[FloatArray, float]:
     """The window resized by its scale, zero-padded to multiples of 32 (the net's stride)."""
     x, y, w, h = window.region
-    out_w, out_h = max(32, round(w * window.scale)), max(32, round(h * window.scale))
+    scale = min(window.scale, MAX_INPUT_SIDE / max(w, h))
+    out_w, out_h = max(32, round(w * scale)), max(32, round(h * scale))
     resized = Image.fromarray(image).resize((out_w, out_h), Image.Resampling.BILINEAR,
                                             box=(x, y, x + w, y + h))
     batch = np.zeros((1, -(-out_h // 32) * 32, -(-out_w // 32) * 32, 3), np.float32)
@@ -217,10 +228,10 @@ class ObjectStream(DetectorStream):
         self._interval = 1.0 / min(fps, self._config.fps) if fps > 0 else self._interval
 
     def process(self, sample: VideoSample) -> Observation | None:
-        if self._skips(sample.media_time):
+        height, width = sample.image.shape[:2]
+        if not fits(width, height) or self._skips(sample.media_time):
             return None
         started = time.perf_counter()
-        height, width = sample.image.shape[:2]
         windows = passes(width, height, self._config.tile_zoom)
         window = windows[self._next_pass % len(windows)]
         self._next_pass += 1

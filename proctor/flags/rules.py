@@ -147,9 +147,11 @@ def _kind(name: Any) -> FlagKind:
         raise PolicyError(f"unknown flag kind {name!r}") from exc
 
 
-def _override(rule: Rule, changes: Mapping[str, Any]) -> Rule:
+def _override(rule: Rule, changes: Any) -> Rule:
     if not changes:
         return rule
+    if not isinstance(changes, Mapping):
+        raise PolicyError(f"policy.rules.{rule.kind}: an object keyed by severity")
     levels = []
     for level in rule.levels:
         change = changes.get(str(level.severity), {})

@@ -21,6 +21,8 @@ from proctor.flags.rules import Level, Rule
 
 # Float media times (n × 0.2 s) land a hair under a whole-second threshold.
 _EPSILON = 1e-6
+# A merged instant flag spans at most this long; a longer burst makes another flag.
+MAX_MERGED_SECONDS = 60.0
 
 
 class FlagChange(StrEnum):
@@ -66,6 +68,9 @@ class _RuleState:
     extreme: float | None = None  # largest (or smallest) signal value during the flag
     latest: float = float("-inf")  # newest media time fed to this rule
     confidence: float = 0.0
+    merged: Flag | None = None  # an instant rule's last flag, which later events join
+    merged_dirty: bool = False  # events joined it since it was last announced
+    last_clip_at: float | None = None  # when an instant rule's last clip began
 
     def __post_init__(self) -> None:
         self.runs = [_Run() for _ in self.rule.levels]
@@ -77,8 +82,13 @@ class FlagTracker:
     def __init__(self, session_id: str, candidate_id: str, rules: tuple[Rule, ...],
                  gap_seconds: float = 0.5,
                  source_for: Callable[[Rule], str] | None = None,
-                 with_clips: bool = False) -> None:
+                 with_clips: bool = False, instant_merge_seconds: float = 0.0,
+                 instant_clip_seconds: float = 0.0) -> None:
         self.session_id = session_id
+        # Instant kinds: an event this soon after the last joins its flag; one clip per
+        # kind this often at most (0, 0: a flag and a clip per event).
+        self.instant_merge_seconds = instant_merge_seconds
+        self.instant_clip_seconds = instant_clip_seconds
         self.with_clips = with_clips  # give each flag a clip id up front, for live evidence
         self.candidate_id = candidate_id
         self.gap_seconds = gap_seconds
@@ -96,7 +106,7 @@ class FlagTracker:
 
         Samples come from several places (frames, audio chunks, status ticks, browser
         events) and may arrive a hair out of order; time never runs backwards for a rule."""
-        events: list[FlagEvent] = []
+        events: list[FlagEvent] = self._flush_merged(t)
         for state in self._states.values():
             value = state.rule.value(signals)
             if value is None or state.rule.kind in self._paused:
@@ -133,7 +143,7 @@ class FlagTracker:
 
     def close_all(self, t: float) -> list[FlagEvent]:
         """Session over: close every open flag at its last held time (or ``t``)."""
-        events = []
+        events = self._flush_merged(float("inf"))
         for state in self._states.values():
             if state.flag is not None:
                 held = [r.last_held for r in state.runs if r.last_held is not None]
@@ -169,8 +179,63 @@ class FlagTracker:
         held = [level for level in state.rule.levels if level.holds(value)]
         if not held:
             return []
+        if self._joins(state, t):
+            return self._merge(state, t)
+        finished = self._finish_merged(state)  # a burst longer than a merged flag spans
         opened = self._open_at(state, held[-1].severity, t, value, confidence)
-        return [opened, self._close(state, t)]
+        opened.flag.evidence.clip_id = self._limit_clip(state, t)
+        closed = self._close(state, t)
+        if self.instant_merge_seconds > 0:
+            state.merged, state.merged_dirty = copy.deepcopy(closed.flag), False
+        return [*finished, opened, closed]
+
+    def _joins(self, state: _RuleState, t: float) -> bool:
+        """Whether an instant event at ``t`` joins the rule's last flag."""
+        merged = state.merged
+        return (merged is not None and merged.end is not None
+                and t - merged.end <= self.instant_merge_seconds + _EPSILON
+                and t - merged.start <= MAX_MERGED_SECONDS)
+
+    def _merge(self, state: _RuleState, t: float) -> list[FlagEvent]:
+        """Count the event in the last flag; it is announced again once events stop."""
+        assert state.merged is not None
+        metrics = state.merged.evidence.metrics
+        metrics["count"] = metrics.get("count", 1.0) + 1
+        state.merged.end = t
+        state.merged_dirty = True
+        return []
+
+    def _flush_merged(self, t: float) -> list[FlagEvent]:
+        """The merged flags whose merge window has passed by ``t``, as updated CLOSED
+        events (their end and count grew); each is then final."""
+        events = []
+        for state in self._states.values():
+            merged = state.merged
+            if merged is not None and merged.end is not None and (
+                    t - merged.end > self.instant_merge_seconds + _EPSILON):
+                events += self._finish_merged(state)
+        return events
+
+    @staticmethod
+    def _finish_merged(state: _RuleState) -> list[FlagEvent]:
+        """Stop merging into the rule's last flag; announce it if events joined it."""
+        merged, dirty = state.merged, state.merged_dirty
+        state.merged, state.merged_dirty = None, False
+        if merged is None or not dirty:
+            return []
+        return [FlagEvent(FlagChange.CLOSED, copy.deepcopy(merged))]
+
+    def _limit_clip(self, state: _RuleState, t: float) -> str | None:
+        """The new instant flag's clip id: at most one clip per kind per
+        ``instant_clip_seconds``; a flag in between has none."""
+        assert state.flag is not None
+        last = state.last_clip_at
+        if state.flag.evidence.clip_id is not None and (
+                last is None or t - last >= self.instant_clip_seconds - _EPSILON):
+            state.last_clip_at = t
+        else:
+            state.flag.evidence.clip_id = None
+        return state.flag.evidence.clip_id
 
     def _highest_reached(self, state: _RuleState) -> Level | None:
         reached = [level for level, run in zip(state.rule.levels, state.runs, strict=True)

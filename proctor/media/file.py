@@ -18,6 +18,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
+from proctor.config import PipelineConfig
+from proctor.media.limits import check_frame_shape, image_size
+
 MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs
 
 
@@ -33,7 +36,14 @@ class VideoInfo:
     has_audio: bool
 
 
-def probe_video(path: Path) -> VideoInfo:
+def _reason(exc: av.FFmpegError) -> str:
+    """FFmpeg's words without the file name (a server path)."""
+    return str(exc.strerror or type(exc).__name__)
+
+
+def probe_video(path: Path, limits: PipelineConfig | None = None) -> VideoInfo:
+    """The container's duration and video shape; MediaError for what cannot be read,
+    FrameShapeError for frames over ``limits`` (checked before any frame is decoded)."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -44,10 +54,11 @@ def probe_video(path: Path) -> VideoInfo:
                 duration = container.duration / av.time_base
             elif stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)
-            return VideoInfo(duration, stream.codec_context.width,
-                             stream.codec_context.height, bool(container.streams.audio))
+            width, height = stream.codec_context.width, stream.codec_context.height
+            check_frame_shape(width, height, limits or PipelineConfig())
+            return VideoInfo(duration, width, height, bool(container.streams.audio))
     except av.FFmpegError as exc:
-        raise MediaError(f"not a video PyAV can open: {exc}") from exc
+        raise MediaError(f"not a video PyAV can open: {_reason(exc)}") from exc
 
 
 MediaItem = tuple[av.VideoFrame | av.AudioFrame, float]
@@ -79,7 +90,7 @@ def sample_media(path: Path, fps: float) -> Iterator[MediaItem]:
                                 else max(next_due + interval, media_time + interval / 2))
                     yield frame, media_time
     except av.FFmpegError as exc:
-        raise MediaError(f"decoding failed: {exc}") from exc
+        raise MediaError(f"decoding failed: {_reason(exc)}") from exc
 
 
 class Prefetcher:
@@ -139,11 +150,17 @@ class Prefetcher:
                 self._thread.join(timeout=0.1)
 
 
-def decode_image(data: bytes) -> npt.NDArray[np.uint8]:
-    """An uploaded JPEG/PNG (or anything Pillow reads) as RGB, or MediaError."""
+def decode_image(data: bytes, limits: PipelineConfig | None = None) -> npt.NDArray[np.uint8]:
+    """An uploaded JPEG/PNG (or anything Pillow reads) as RGB, or MediaError; a shape
+    over ``limits`` is FrameShapeError, from the header, before any pixel is decoded."""
+    limits = limits or PipelineConfig()
+    size = image_size(data)
+    if size is not None:
+        check_frame_shape(*size, limits)
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
         with Image.open(io.BytesIO(data)) as image:
+            check_frame_shape(*image.size, limits)  # Pillow reads only the header here
             image.load()
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:

@@ -33,8 +33,10 @@ class TrackReader:
     def __init__(self, session_id: str, track: MediaStreamTrack, clock: MediaClock,
                  on_video: VideoHandler | None = None,
                  on_audio: AudioHandler | None = None,
-                 taps: FrameTaps | None = None) -> None:
+                 taps: FrameTaps | None = None,
+                 accept: Callable[[av.VideoFrame], bool] | None = None) -> None:
         self.session_id = session_id
+        self._accept = accept  # False: a video frame goes nowhere (bad shape)
         self._taps = taps  # proctors' live relays
         self.track = track
         self._clock = clock
@@ -64,7 +66,10 @@ class TrackReader:
         pts = None
         if frame.pts is not None and frame.time_base is not None:
             pts = float(frame.pts * frame.time_base)
-        media_time = self._clock.stamp(self, pts)
+        media_time = self._clock.stamp(self, pts)  # refused frames still start the clock
+        if (isinstance(frame, av.VideoFrame) and self._accept is not None
+                and not self._accept(frame)):
+            return
         try:
             if isinstance(frame, av.VideoFrame) and self._on_video is not None:
                 self._on_video(frame, media_time, time.monotonic())

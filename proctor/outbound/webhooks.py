@@ -127,9 +127,7 @@ class WebhookOutlet:
 
     async def emit(self, event_type: str, session: SessionRecord,
                    data: dict[str, Any]) -> None:
-        # A webhook hears of the sessions its own API key made.
-        if session.api_key_id is None:
-            return
+        # A webhook hears of the sessions of its own tenant.
         try:
             stored = await self._store(event_type, session, data)
         except (StoreUnavailable, StoreIntegrityError):
@@ -146,7 +144,7 @@ class WebhookOutlet:
         """Store the event's deliveries; how many. A webhook deleted between the list and
         the write breaks its foreign key: list again once, so the others still hear."""
         for last in (False, True):
-            webhooks = await self.store.list_webhooks(session.api_key_id)
+            webhooks = await self.store.list_webhooks(session.tenant)
             records = deliveries_for(webhooks, event_type, session.session_id, data)
             try:
                 await self.store.add_deliveries(records)

@@ -60,7 +60,7 @@ async def analyze_video(path: Path, config: Config, detectors: list[Detector], *
                         progress: Progress | None = None,
                         executor: Executor | None = None) -> dict[str, Any]:
     """The report for a recording (raises MediaError for what is not a video)."""
-    info = probe_video(path)
+    info = probe_video(path, config.pipeline)
     record = SessionRecord(session_id=new_id(), candidate_id=candidate_id,
                            status=SessionStatus.ENDED, created_at=utc_now_iso(),
                            started_at=utc_now_iso(),

@@ -30,6 +30,7 @@ from proctor.flags.rules import BREAK_KINDS, Rule
 from proctor.flags.scoring import live_risk
 from proctor.flags.tracker import FlagChange, FlagEvent, FlagTracker
 from proctor.media.clock import MediaClock
+from proctor.media.limits import FrameShapeError, check_frame_shape
 from proctor.metrics import Metrics
 from proctor.pipeline.audio import AudioPath
 from proctor.pipeline.behaviour import BehaviourMeter
@@ -103,7 +104,9 @@ class SessionPipeline:
         self.tracker = FlagTracker(session_id, candidate_id, rules,
                                    gap_seconds=config.flags.gap_seconds,
                                    source_for=self._source_of,
-                                   with_clips=evidence is not None)
+                                   with_clips=evidence is not None,
+                                   instant_merge_seconds=config.flags.instant_merge_seconds,
+                                   instant_clip_seconds=config.flags.instant_clip_seconds)
         self._tasks = BackgroundTasks(session_id)
         self._pending: _Pending | None = None
         self._new_frame = asyncio.Event()
@@ -119,8 +122,9 @@ class SessionPipeline:
         self.frames_received = 0
         self.frames_analysed = 0
         self.frames_dropped = 0
+        self.frames_refused = 0  # frames of a shape no camera makes: never analysed
         self.behaviour = BehaviourMeter()  # the report's four behavioural metrics
-        self.media_connected = False  # set by the peer's owner: *_lost need a live link
+        self.media_connected = False  # set by the peer's owner (status; *_lost do not wait on it)
         self.audio_expected = False  # an audio track arrived: its silence now means something
         self._last_frame_at: float | None = None
         self._last_audio_at: float | None = None
@@ -133,9 +137,22 @@ class SessionPipeline:
         self._tasks.spawn(self._status_loop(), "status")
         self._tasks.spawn(self.audio.run(), "audio")
 
+    def accepts_frame(self, frame: av.VideoFrame) -> bool:
+        """False (and counted) for a frame over the shape limits: it is dropped before
+        any conversion, clip or stage, and does not count as video arriving."""
+        try:
+            check_frame_shape(frame.width, frame.height, self.config.pipeline)
+        except FrameShapeError as exc:
+            self.frames_refused += 1
+            if self.frames_refused == 1 or self.frames_refused % 100 == 0:
+                log.warning("session %s: %d frame(s) refused: %s", self.session_id,
+                            self.frames_refused, exc)
+            return False
+        return True
+
     def offer_video(self, frame: av.VideoFrame, media_time: float, arrived: float) -> None:
         """Called by the track reader for every frame; keeps only the newest."""
-        if self._closed:
+        if self._closed or not self.accepts_frame(frame):
             return
         self.frames_received += 1
         self._last_frame_at = arrived
@@ -237,6 +254,8 @@ class SessionPipeline:
 
     async def analyse_frame(self, frame: av.VideoFrame, media_time: float) -> list[Observation]:
         """Analyse one frame now: for files, where frames come as fast as we can take them."""
+        if not self.accepts_frame(frame):
+            return []
         return await self._analyse(_Pending(frame, media_time, self._now()))
 
     async def _analyse(self, pending: _Pending) -> list[Observation]:
@@ -315,9 +334,10 @@ class SessionPipeline:
                               flag.flag_id)
 
     def _link(self, media_time: float) -> list[Observation]:
-        """``video_lost`` / ``audio_lost``: nothing arrives although the peer is connected."""
-        if not self.media_connected:
-            return []
+        """``video_lost`` / ``audio_lost``: nothing has arrived for the timeout, whether the
+        peer is connected, reconnecting, hung up or closed. (Gating this on a connected
+        peer let a candidate switch proctoring off by hanging up or by making the server
+        close the peer, and still pass.) A declared break pauses both rules."""
         # Only silence is reported: while media flows, the stages' own signals
         # (video_frozen, audio_silent) say all is well, at their own media times. A
         # wall-clock "0" here would interleave with those and break their runs.
@@ -385,6 +405,7 @@ class SessionPipeline:
             "frames_received": self.frames_received,
             "frames_analysed": self.frames_analysed,
             "frames_dropped": self.frames_dropped,
+            "frames_refused": self.frames_refused,
             "analysis_lag_p50": None if lags is None else round(float(np.median(lags)), 4),
             "analysis_lag_p95": None if lags is None else round(
                 float(np.percentile(lags, 95)), 4),

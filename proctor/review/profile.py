@@ -12,17 +12,18 @@ from typing import Any
 from proctor.config import ScoringConfig
 from proctor.report import is_dismissed
 from proctor.review.reports import current_report, latest_reviews
-from proctor.store.base import SessionRecord, SessionStatus, Store
+from proctor.store.base import DEFAULT_TENANT, SessionRecord, SessionStatus, Store
 
 FINISHED = (SessionStatus.ENDED, SessionStatus.INTERRUPTED)
 TOP_KINDS = 5
 
 
-async def candidate_profile(store: Store, candidate_id: str,
-                            config: ScoringConfig) -> dict[str, Any] | None:
-    """The profile, or None for a candidate with neither sessions nor an enrollment."""
-    sessions = await store.list_candidate_sessions(candidate_id)  # newest first
-    enrolled = await store.get_enrollment(candidate_id) is not None
+async def candidate_profile(store: Store, candidate_id: str, config: ScoringConfig,
+                            tenant: str = DEFAULT_TENANT) -> dict[str, Any] | None:
+    """The tenant's candidate's profile, or None for one with neither sessions nor an
+    enrollment (in that tenant: candidate ids are per tenant)."""
+    sessions = await store.list_candidate_sessions(candidate_id, tenant)  # newest first
+    enrolled = await store.get_enrollment(candidate_id, tenant) is not None
     if not sessions and not enrolled:
         return None
     summaries: list[dict[str, Any]] = []

@@ -48,6 +48,7 @@ from proctor.sessions.live import CandidateLink, LiveSession, SessionOutlet, ses
 from proctor.sessions.nodes import NodeRegistry, is_alive, node_identity
 from proctor.sessions.recovery import finish_orphan
 from proctor.store.base import (
+    DEFAULT_TENANT,
     BreakRecord,
     ClipRecord,
     EventRecord,
@@ -172,7 +173,7 @@ class SessionService:
 
     async def _announce_to_exam(self, record: SessionRecord, status: str) -> None:
         if record.exam_id:
-            await self.bus.publish(exam_topic(record.exam_id), {
+            await self.bus.publish(exam_topic(record.exam_id, record.tenant), {
                 **session_message(record.session_id, status), "exam_id": record.exam_id,
                 "candidate_id": record.candidate_id})
 
@@ -243,7 +244,7 @@ class SessionService:
     async def _go_live(self, record: SessionRecord, channel: CandidateLink) -> LiveSession:
         session = LiveSession(record=record, clock=MediaClock(), channel=channel)
         rules = apply_policy(self.rules, record.policy, record.accommodations)
-        enrollment = await self.load_enrollment(record.candidate_id)
+        enrollment = await self.load_enrollment(record.candidate_id, record.tenant)
         evidence = EvidenceRecorder(record.session_id, self.config.evidence,
                                     self.config.clips_dir, self.encoding, self._clip_written,
                                     lookback_seconds=decision_delay(rules, self.config))
@@ -269,9 +270,11 @@ class SessionService:
         log.info("session %s live on node %s", record.session_id, self.node_id)
         return session
 
-    async def load_enrollment(self, candidate_id: str) -> Embedding | None:
-        """The candidate's decrypted face embedding, or None (not enrolled, or unusable)."""
-        return await load_enrollment(self.store, self.config, candidate_id)
+    async def load_enrollment(self, candidate_id: str,
+                              tenant: str = DEFAULT_TENANT) -> Embedding | None:
+        """The candidate's decrypted face embedding (of ``tenant``: candidate ids are per
+        tenant), or None (not enrolled, or unusable)."""
+        return await load_enrollment(self.store, self.config, candidate_id, tenant)
 
     # Live state --------------------------------------------------------------------
 

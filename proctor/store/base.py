@@ -42,6 +42,10 @@ class SessionStatus(StrEnum):
     INTERRUPTED = "interrupted"
 
 
+# The tenant of config keys (auth.api_keys) and of every row made before tenants existed.
+DEFAULT_TENANT = "default"
+
+
 class NodeStatus(StrEnum):
     UP = "up"  # heartbeating
     LEFT = "left"  # shut down cleanly, after handing back its sessions
@@ -55,6 +59,7 @@ class ApiKeyRecord:
     key_hash: str  # sha256 hex of the key; the key itself is never stored
     created_at: str
     revoked: bool = False
+    tenant: str = DEFAULT_TENANT  # everything the key makes belongs to its tenant
 
 
 @dataclass
@@ -73,6 +78,7 @@ class SessionRecord:
     api_key_id: str | None = None
     owner_node: str | None = None  # the node whose process holds the session's media
     media_time: float | None = None  # the last media time the owner stored (media seconds)
+    tenant: str = DEFAULT_TENANT  # the tenant of the key that made it; others get 404
 
 
 @dataclass
@@ -128,6 +134,7 @@ class EnrollmentRecord:
     model: str  # the embedding model: another model's embeddings are not comparable
     created_at: str
     quality: dict[str, Any] = field(default_factory=dict)  # face_px, sharpness, score
+    tenant: str = DEFAULT_TENANT  # candidate ids are per tenant: (tenant, candidate_id)
 
 
 @dataclass
@@ -220,7 +227,7 @@ class AuditEntry:
 @dataclass
 class WebhookRecord:
     webhook_id: str
-    owner: str  # the API key id that made it: it hears of that key's sessions
+    owner: str  # the tenant that made it: it hears of that tenant's sessions
     url: str
     events: list[str]  # event types; all of them when made without a list
     secret: str  # the HMAC key, shown once at creation
@@ -275,13 +282,21 @@ class Store(Protocol):
     async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
         """The unrevoked key with this hash, if any."""
 
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every key, revoked ones too, oldest first."""
+
+    async def revoke_api_key(self, name: str) -> int:
+        """Revoke every unrevoked key with this name; how many were revoked."""
+
     # Sessions
     async def create_session(self, record: SessionRecord) -> None: ...
 
     async def get_session(self, session_id: str) -> SessionRecord | None: ...
 
     async def list_sessions(self, status: SessionStatus | None = None,
-                            limit: int = 100) -> list[SessionRecord]: ...
+                            limit: int = 100,
+                            tenant: str | None = None) -> list[SessionRecord]:
+        """Newest first; only ``tenant``'s when given (None: every tenant's)."""
 
     async def update_session(self, session_id: str, **fields: Any) -> None:
         """Set any of: status, started_at, ended_at, report, owner_node, media_time.
@@ -295,14 +310,16 @@ class Store(Protocol):
         Returns the clip records deleted, so the caller can remove their files.
         """
 
-    async def delete_candidate(self, candidate_id: str) -> list[ClipRecord]:
+    async def delete_candidate(self, candidate_id: str,
+                               tenant: str = DEFAULT_TENANT) -> list[ClipRecord]:
         """Delete every session of this candidate, as delete_session does, in one go.
 
         Returns the clip records deleted, so the caller can remove their files.
         """
 
-    async def list_candidate_sessions(self, candidate_id: str) -> list[SessionRecord]:
-        """Every session of this candidate, newest first."""
+    async def list_candidate_sessions(self, candidate_id: str,
+                                      tenant: str = DEFAULT_TENANT) -> list[SessionRecord]:
+        """Every session of this candidate (of ``tenant``), newest first."""
 
     async def list_owned_sessions(
         self, node_id: str, status: SessionStatus | None = SessionStatus.LIVE
@@ -327,12 +344,13 @@ class Store(Protocol):
         node is claimed (and so recovered) by exactly one of them.
         """
 
-    # Enrollments: one per candidate; saving again replaces it.
+    # Enrollments: one per (tenant, candidate); saving again replaces it.
     async def save_enrollment(self, record: EnrollmentRecord) -> None: ...
 
-    async def get_enrollment(self, candidate_id: str) -> EnrollmentRecord | None: ...
+    async def get_enrollment(self, candidate_id: str,
+                             tenant: str = DEFAULT_TENANT) -> EnrollmentRecord | None: ...
 
-    async def delete_enrollment(self, candidate_id: str) -> bool:
+    async def delete_enrollment(self, candidate_id: str, tenant: str = DEFAULT_TENANT) -> bool:
         """Delete the candidate's enrollment; False when there was none."""
 
     # Flags: save_flag inserts or replaces by flag_id (a flag rises and closes in place).
@@ -386,7 +404,7 @@ class Store(Protocol):
     async def get_webhook(self, webhook_id: str) -> WebhookRecord | None: ...
 
     async def list_webhooks(self, owner: str | None = None) -> list[WebhookRecord]:
-        """Active webhooks (of ``owner``; None: all), oldest first."""
+        """Active webhooks (of the tenant ``owner``; None: all), oldest first."""
 
     async def delete_webhook(self, webhook_id: str) -> bool:
         """Delete it with its deliveries; False when there was none."""
@@ -420,3 +438,11 @@ class Store(Protocol):
 
     async def list_transcript(self, session_id: str) -> list[TranscriptSegment]:
         """The session's transcript segments by media start."""
+
+    # Retention (proctor/store/retention_sql.py)
+    async def purge_expired(self, before: dict[str, str], dry_run: bool = False,
+                            ) -> tuple[dict[str, int], list[ClipRecord]]:
+        """Remove clips, sessions, enrollments and transcript segments older than
+        ``before[kind]`` (ISO cutoffs; empty or missing: keep), never a live session's;
+        the counts per kind and the clips removed (for their files). ``dry_run``: the
+        same answer, nothing removed."""

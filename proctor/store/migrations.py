@@ -265,6 +265,37 @@ CREATE INDEX webhook_attempts_delivery_idx ON webhook_attempts (delivery_id, at)
 # lease_until (atomically), so each is attempted by one node at a time. owner is the API
 # key id that made the webhook; it receives the events of the sessions that key made.
 
+_V7_SQL = """
+ALTER TABLE api_keys ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE sessions ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+CREATE INDEX sessions_tenant_created_idx ON sessions (tenant, created_at);
+CREATE INDEX sessions_tenant_candidate_idx ON sessions (tenant, candidate_id);
+
+CREATE TABLE tenant_enrollments (
+    tenant TEXT NOT NULL,
+    candidate_id TEXT NOT NULL,
+    ciphertext TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    model TEXT NOT NULL,
+    quality TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (tenant, candidate_id)
+);
+INSERT INTO tenant_enrollments (tenant, candidate_id, ciphertext, nonce, model, quality,
+                                created_at)
+    SELECT 'default', candidate_id, ciphertext, nonce, model, quality, created_at
+    FROM enrollments;
+DROP TABLE enrollments;
+ALTER TABLE tenant_enrollments RENAME TO enrollments;
+
+UPDATE webhooks SET owner = 'default'
+"""
+# Tenants: every key, session, enrollment and webhook belongs to one; rows made before
+# this migration belong to "default" (as do config keys). Candidate ids are per tenant,
+# so enrollments key on (tenant, candidate_id): SQLite cannot alter a primary key, hence
+# the new table, the copy and the rename. webhooks.owner held the making key's id; it
+# now holds the tenant (every key before this migration was of "default").
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "api keys, sessions, flags, clips, events", _V1_SQL),
     Migration(2, "enrollments (sealed face embeddings)", _V2_SQL),
@@ -272,6 +303,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "many nodes: session owners, node heartbeats, clip bytes", _V4_SQL),
     Migration(5, "reviews, decisions, breaks, audit", _V5_SQL),
     Migration(6, "webhooks, their deliveries and attempts", _V6_SQL),
+    Migration(7, "tenants: keys, sessions, enrollments and webhooks", _V7_SQL),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

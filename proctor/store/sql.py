@@ -24,6 +24,7 @@ from typing import Any
 
 from proctor.flags.model import Evidence, Flag, FlagKind, Severity
 from proctor.store.base import (
+    DEFAULT_TENANT,
     ApiKeyRecord,
     ClipRecord,
     EnrollmentRecord,
@@ -35,13 +36,14 @@ from proctor.store.base import (
     TranscriptSegment,
 )
 from proctor.store.migrations import current_version
+from proctor.store.retention_sql import RetentionQueries
 from proctor.store.review_sql import ReviewQueries
 from proctor.store.sql_base import Params, Row, SqlBase, SqlConnection, dump, load, load_dict
 from proctor.store.webhook_sql import WebhookQueries
 
 _SESSION_COLUMNS = (
     "session_id, candidate_id, exam_id, status, policy, accommodations, metadata, "
-    "created_at, started_at, ended_at, report, api_key_id, owner_node, media_time"
+    "created_at, started_at, ended_at, report, api_key_id, owner_node, media_time, tenant"
 )
 _FLAG_COLUMNS = (
     "flag_id, session_id, candidate_id, kind, severity, media_start, media_end, "
@@ -52,7 +54,8 @@ _CLIP_COLUMNS = (
     "content_type, created_at"
 )
 _EVENT_COLUMNS = "event_id, session_id, type, client_time, media_time, received_at, detail"
-_ENROLLMENT_COLUMNS = "candidate_id, ciphertext, nonce, model, quality, created_at"
+_ENROLLMENT_COLUMNS = "tenant, candidate_id, ciphertext, nonce, model, quality, created_at"
+_KEY_COLUMNS = "key_id, name, key_hash, created_at, revoked, tenant"
 _TRANSCRIPT_COLUMNS = (
     "segment_id, session_id, media_start, media_end, text, confidence, language, created_at"
 )
@@ -72,12 +75,17 @@ def upsert(table: str, columns: str) -> str:
 
 # A flag rises and closes in place; a node's heartbeat replaces its whole row.
 _FLAG_UPSERT = upsert("flags", _FLAG_COLUMNS)
-_ENROLLMENT_UPSERT = upsert("enrollments", _ENROLLMENT_COLUMNS)
+# Enrollments key on (tenant, candidate_id): candidate ids are per tenant.
+_ENROLLMENT_UPSERT = (
+    f"INSERT INTO enrollments ({_ENROLLMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (tenant, candidate_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _ENROLLMENT_COLUMNS.split(", ")[2:])
+)
 _NODE_UPSERT = upsert("nodes", _NODE_COLUMNS)
 _CLIP_DATA_UPSERT = upsert("clip_data", "clip_id, session_id, data")
 
 
-class SqlStore(ReviewQueries, WebhookQueries, SqlBase):
+class SqlStore(ReviewQueries, WebhookQueries, RetentionQueries, SqlBase):
     """Every Store method over :meth:`_connection`, which subclasses provide. The
     review/audit and webhook queries live in their own modules (mixins)."""
 
@@ -98,22 +106,29 @@ class SqlStore(ReviewQueries, WebhookQueries, SqlBase):
 
     async def add_api_key(self, record: ApiKeyRecord) -> None:
         await self._execute(
-            "INSERT INTO api_keys (key_id, name, key_hash, created_at, revoked) "
-            "VALUES (?, ?, ?, ?, ?)",
+            f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
             (record.key_id, record.name, record.key_hash, record.created_at,
-             int(record.revoked)),
+             int(record.revoked), record.tenant),
         )
 
     async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
         row = await self._fetch_one(
-            "SELECT key_id, name, key_hash, created_at, revoked FROM api_keys "
+            f"SELECT {_KEY_COLUMNS} FROM api_keys "
             "WHERE key_hash = ? AND revoked = 0 ORDER BY created_at, key_id LIMIT 1",
             (key_hash,),
         )
-        if row is None:
-            return None
-        return ApiKeyRecord(key_id=row["key_id"], name=row["name"], key_hash=row["key_hash"],
-                            created_at=row["created_at"], revoked=bool(row["revoked"]))
+        return None if row is None else api_key_from_row(row)
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        rows = await self._fetch_all(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, key_id")
+        return [api_key_from_row(row) for row in rows]
+
+    async def revoke_api_key(self, name: str) -> int:
+        rows = await self._fetch_all(
+            "UPDATE api_keys SET revoked = 1 WHERE name = ? AND revoked = 0 RETURNING key_id",
+            (name,))
+        return len(rows)
 
     # -- sessions --------------------------------------------------------------------
 
@@ -131,11 +146,16 @@ class SqlStore(ReviewQueries, WebhookQueries, SqlBase):
         return None if row is None else session_from_row(row)
 
     async def list_sessions(self, status: SessionStatus | None = None,
-                            limit: int = 100) -> list[SessionRecord]:
-        """Newest first (by created_at), optionally only those with ``status``."""
+                            limit: int = 100,
+                            tenant: str | None = None) -> list[SessionRecord]:
+        """Newest first (by created_at), optionally only those with ``status`` (and of
+        ``tenant``)."""
         if limit < 0:
             raise ValueError(f"limit must be zero or more, got {limit}")
         where, params = _status_filter("WHERE", status)
+        if tenant is not None:
+            where = f"{where} AND tenant = ?" if where else "WHERE tenant = ?"
+            params = [*params, tenant]
         return await self._sessions(
             f"SELECT {_SESSION_COLUMNS} FROM sessions {where} {_NEWEST_FIRST} LIMIT ?",
             [*params, limit],
@@ -156,10 +176,12 @@ class SqlStore(ReviewQueries, WebhookQueries, SqlBase):
             f"UPDATE sessions SET {assignments} WHERE session_id = ?", [*values, session_id]
         )
 
-    async def list_candidate_sessions(self, candidate_id: str) -> list[SessionRecord]:
+    async def list_candidate_sessions(self, candidate_id: str,
+                                      tenant: str = DEFAULT_TENANT) -> list[SessionRecord]:
         return await self._sessions(
-            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE candidate_id = ? {_NEWEST_FIRST}",
-            (candidate_id,),
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE candidate_id = ? AND tenant = ? "
+            f"{_NEWEST_FIRST}",
+            (candidate_id, tenant),
         )
 
     async def list_owned_sessions(
@@ -174,25 +196,27 @@ class SqlStore(ReviewQueries, WebhookQueries, SqlBase):
         )
 
     async def delete_session(self, session_id: str) -> list[ClipRecord]:
-        return await self._delete_sessions("session_id", session_id)
+        return await self._delete_sessions("session_id = ?", (session_id,))
 
-    async def delete_candidate(self, candidate_id: str) -> list[ClipRecord]:
-        return await self._delete_sessions("candidate_id", candidate_id)
+    async def delete_candidate(self, candidate_id: str,
+                               tenant: str = DEFAULT_TENANT) -> list[ClipRecord]:
+        return await self._delete_sessions("candidate_id = ? AND tenant = ?",
+                                           (candidate_id, tenant))
 
-    async def _delete_sessions(self, column: str, value: str) -> list[ClipRecord]:
-        """Delete sessions where ``column`` = value; the schema cascades to the rest.
+    async def _delete_sessions(self, where: str, params: Params) -> list[ClipRecord]:
+        """Delete sessions matching ``where``; the schema cascades to the rest.
 
-        ``column`` is one of this module's literals, never caller input.
+        ``where`` is one of this module's literals, never caller input.
         """
         # One transaction, so no clip can be added between reading and deleting.
         async with self._transaction() as conn:
             rows = await conn.fetch_all(
-                f"SELECT {_prefixed('c', _CLIP_COLUMNS)} FROM clips c "
-                f"JOIN sessions s ON s.session_id = c.session_id WHERE s.{column} = ? "
+                f"SELECT {_prefixed('c', _CLIP_COLUMNS)} FROM clips c WHERE c.session_id IN "
+                f"(SELECT session_id FROM sessions WHERE {where}) "
                 "ORDER BY c.session_id, c.media_start, c.created_at, c.clip_id",
-                (value,),
+                params,
             )
-            await conn.execute(f"DELETE FROM sessions WHERE {column} = ?", (value,))
+            await conn.execute(f"DELETE FROM sessions WHERE {where}", params)
         return [clip_from_row(row) for row in rows]
 
     async def _sessions(self, sql: str, params: Params) -> list[SessionRecord]:
@@ -232,22 +256,25 @@ class SqlStore(ReviewQueries, WebhookQueries, SqlBase):
         """Insert, or replace the candidate's previous enrollment (re-enrolling)."""
         await self._execute(
             _ENROLLMENT_UPSERT,
-            (record.candidate_id, b64(record.ciphertext), b64(record.nonce), record.model,
-             dump(record.quality), record.created_at),
+            (record.tenant, record.candidate_id, b64(record.ciphertext), b64(record.nonce),
+             record.model, dump(record.quality), record.created_at),
         )
 
-    async def get_enrollment(self, candidate_id: str) -> EnrollmentRecord | None:
+    async def get_enrollment(self, candidate_id: str,
+                             tenant: str = DEFAULT_TENANT) -> EnrollmentRecord | None:
         row = await self._fetch_one(
-            f"SELECT {_ENROLLMENT_COLUMNS} FROM enrollments WHERE candidate_id = ?",
-            (candidate_id,),
+            f"SELECT {_ENROLLMENT_COLUMNS} FROM enrollments "
+            "WHERE tenant = ? AND candidate_id = ?",
+            (tenant, candidate_id),
         )
         return None if row is None else enrollment_from_row(row)
 
-    async def delete_enrollment(self, candidate_id: str) -> bool:
+    async def delete_enrollment(self, candidate_id: str, tenant: str = DEFAULT_TENANT) -> bool:
         # RETURNING rather than a row count: the drivers report counts differently.
         deleted = await self._fetch_all(
-            "DELETE FROM enrollments WHERE candidate_id = ? RETURNING candidate_id",
-            (candidate_id,),
+            "DELETE FROM enrollments WHERE tenant = ? AND candidate_id = ? "
+            "RETURNING candidate_id",
+            (tenant, candidate_id),
         )
         return bool(deleted)
 
@@ -418,7 +445,7 @@ def session_params(r: SessionRecord) -> tuple[Any, ...]:
     return (r.session_id, r.candidate_id, r.exam_id, _encode_status(r.status),
             dump(r.policy), dump(r.accommodations), dump(r.metadata), r.created_at,
             r.started_at, r.ended_at, _encode_report(r.report), r.api_key_id,
-            _encode_node(r.owner_node), _encode_media_time(r.media_time))
+            _encode_node(r.owner_node), _encode_media_time(r.media_time), r.tenant)
 
 
 def session_from_row(row: Row) -> SessionRecord:
@@ -437,6 +464,7 @@ def session_from_row(row: Row) -> SessionRecord:
         api_key_id=row["api_key_id"],
         owner_node=row["owner_node"],
         media_time=opt_float(row["media_time"]),
+        tenant=row["tenant"],
     )
 
 
@@ -520,7 +548,14 @@ def enrollment_from_row(row: Row) -> EnrollmentRecord:
         model=row["model"],
         created_at=row["created_at"],
         quality=load_dict(row["quality"]),
+        tenant=row["tenant"],
     )
+
+
+def api_key_from_row(row: Row) -> ApiKeyRecord:
+    return ApiKeyRecord(key_id=row["key_id"], name=row["name"], key_hash=row["key_hash"],
+                        created_at=row["created_at"], revoked=bool(row["revoked"]),
+                        tenant=row["tenant"])
 
 
 def transcript_from_row(row: Row) -> TranscriptSegment:

@@ -8,6 +8,7 @@ so these tests check the shipped calibration, not numbers of their own.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -15,7 +16,14 @@ import pytest
 
 from proctor.config import ObjectsConfig, load_config
 from proctor.detectors.base import Observation, StreamContext, VideoSample
-from proctor.detectors.objects import MODEL_NAME, ObjectDetector, model_path, passes
+from proctor.detectors.objects import (
+    MAX_INPUT_SIDE,
+    MODEL_NAME,
+    ObjectDetector,
+    _model_input,
+    model_path,
+    passes,
+)
 from proctor.models import load_manifest, sha256_of
 from tests.detectors import phones as media
 
@@ -146,3 +154,21 @@ def test_model_file_matches_the_manifest() -> None:
     assert entry.path() == model_path()
     assert sha256_of(model_path()) == entry.sha256
     assert entry.licence == "MIT" and "convert_centernet.py" in entry.package
+
+
+def test_tall_strips_are_skipped_and_inputs_capped(detector: ObjectDetector) -> None:
+    """Issue 10 finding 1: a 16×4096 frame was enlarged to 512×131072 (60 s, 8.6 GB)."""
+    stream = detector.stream(StreamContext("s", "c"))
+    started = time.perf_counter()
+    strip = np.zeros((4096, 16, 3), np.uint8)
+    assert stream.process(VideoSample("s", 0.0, strip)) is None
+    assert stream.process(VideoSample("s", 1.0, strip.transpose(1, 0, 2).copy())) is None
+    # Within the aspect limit, a narrow frame's window still reaches the model capped.
+    narrow = np.zeros((256, 64, 3), np.uint8)
+    observation = stream.process(VideoSample("s", 2.0, narrow))
+    assert observation is not None and observation.details["pass"] == "frame"
+    # The stage's own cap: a window of any shape reaches the model at most this large.
+    tall = np.zeros((1024, 16, 3), np.uint8)
+    batch, scale = _model_input(tall, passes(16, 1024, 1.25)[0])
+    assert max(batch.shape[1:3]) <= MAX_INPUT_SIDE + 31 and scale <= 2.0
+    assert time.perf_counter() - started < 5

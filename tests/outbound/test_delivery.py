@@ -25,8 +25,10 @@ FAST = WebhooksConfig(timeout_seconds=1.0, retry_initial_seconds=0.2, retry_max_
 
 
 def session(owner: str | None = "k1", session_id: str = "s1") -> SessionRecord:
+    # ``owner`` is the tenant here: webhooks hear of their tenant's sessions.
     return SessionRecord(session_id=session_id, candidate_id="c1",
-                         created_at="2024-01-01T00:00:00.000000Z", api_key_id=owner)
+                         created_at="2024-01-01T00:00:00.000000Z", api_key_id=owner,
+                         tenant=owner or "nobody")
 
 
 @pytest.fixture

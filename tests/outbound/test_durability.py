@@ -30,7 +30,7 @@ FAST = {"poll_seconds": 0.05, "timeout_seconds": 2.0, "lease_seconds": 5.0}
 
 
 def session(session_id: str = "s1") -> SessionRecord:
-    # Sessions made with the configured API key belong to "config", as its webhooks do.
+    # Sessions made with the configured API key belong to "default", as its webhooks do.
     return SessionRecord(session_id=session_id, candidate_id="c1",
                          created_at="2024-01-01T00:00:00.000000Z", api_key_id="config")
 
@@ -41,7 +41,7 @@ async def emit(client: TestClient, event_type: str, session_id: str = "s1") -> N
 
 
 async def register(store: Store, url: str) -> WebhookRecord:
-    webhook = new_webhook("config", {"url": url})
+    webhook = new_webhook("default", {"url": url})  # the tenant of config keys
     await store.add_webhook(webhook)
     return webhook
 

@@ -72,7 +72,8 @@ async def new_session(client: TestClient, headers: dict[str, str]) -> str:
 async def second_key(client: TestClient) -> dict[str, str]:
     key = new_api_key()
     await client.app[STORE_KEY].add_api_key(ApiKeyRecord("k2", "other", hash_api_key(key),
-                                                         "2026-01-01T00:00:00Z"))
+                                                         "2026-01-01T00:00:00Z",
+                                                         tenant="other"))
     return bearer(key)
 
 
