@@ -34,6 +34,7 @@ FINISHED_JOBS_KEPT = 200
 class Job:
     job_id: str
     filename: str
+    tenant: str  # the tenant whose key uploaded it: no other tenant sees it
     status: str = "queued"  # queued, running, done, failed
     progress: float = 0.0
     created_at: str = field(default_factory=utc_now_iso)
@@ -133,7 +134,7 @@ async def analyze_frame(request: web.Request) -> web.Response:
 
 @routes.post(f"{API}/analyze/video")
 async def analyze_video_upload(request: web.Request) -> web.Response:
-    await authenticate(request, Role.INTEGRATOR)
+    principal = await authenticate(request, Role.INTEGRATOR)
     jobs = request.app[JOBS_KEY]
     job_id = new_id()
     jobs.upload_dir.mkdir(parents=True, exist_ok=True)
@@ -156,15 +157,15 @@ async def analyze_video_upload(request: web.Request) -> web.Response:
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    job = Job(job_id=job_id, filename=Path(filename).name)
+    job = Job(job_id=job_id, filename=Path(filename).name, tenant=principal.tenant)
     jobs.submit(job, path, request.app)
     return web.json_response({"job_id": job.job_id, "status": job.status}, status=202)
 
 
 @routes.get(f"{API}/jobs/{{job_id}}")
 async def get_job(request: web.Request) -> web.Response:
-    await authenticate(request, Role.INTEGRATOR)
+    principal = await authenticate(request, Role.INTEGRATOR)
     job = request.app[JOBS_KEY].jobs.get(request.match_info["job_id"])
-    if job is None:
+    if job is None or job.tenant != principal.tenant:
         raise ApiError(404, "not_found", "no such job")
     return web.json_response(job.to_dict())

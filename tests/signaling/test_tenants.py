@@ -23,7 +23,9 @@ from signaling.auth import Role, TokenSigner, hash_api_key, new_api_key
 from signaling.keys import SESSIONS_KEY, SIGNER_KEY, STORE_KEY
 from signaling.routes import CANDIDATE_GRACE_SECONDS, _metrics_allowed
 from tests.conftest import make_config
+from tests.media import face_frame
 from tests.peers import bearer, connect
+from tests.videos import write_video
 
 API = "/api/v1"
 AppClient = Callable[..., Awaitable[TestClient]]
@@ -314,3 +316,14 @@ async def test_a_candidate_token_outlives_the_old_two_hours_but_not_its_session(
     await status_of(await client.get(f"{API}/sessions/{sid}", headers=api_headers), 200)
     proctor = bearer(made["proctor_token"])
     await status_of(await client.get(f"{API}/sessions/{sid}", headers=proctor), 200)
+
+
+async def test_another_tenants_analysis_job_is_not_found(client: TestClient,
+                                                         api_headers: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    video = write_video(tmp_path / "exam.mp4", [(1.0, face_frame())])
+    job = await status_of(await client.post(f"{API}/analyze/video", data=video.read_bytes(),
+                                            headers=api_headers), 202)
+    other = await add_key(client, "rival", "rival-tenant")
+    assert (await client.get(f"{API}/jobs/{job['job_id']}", headers=other)).status == 404
+    assert (await client.get(f"{API}/jobs/{job['job_id']}", headers=api_headers)).status == 200
