@@ -165,7 +165,7 @@ async def test_racing_stores_claim_disjoint_sets(store: Store, backend: Backend)
     others = [backend.new_store() for _ in range(3)]
     await asyncio.gather(*(s.open() for s in others))
     try:
-        claims = await asyncio.gather(*(_claim_all(s) for s in [store, *others]))
+        claims = await _claim_in_rounds([store, *others])
     finally:
         await asyncio.gather(*(s.close() for s in others))
 
@@ -175,14 +175,17 @@ async def test_racing_stores_claim_disjoint_sets(store: Store, backend: Backend)
     assert sum(1 for claim in claims if claim) >= 2, "the stores really raced"
 
 
-async def _claim_all(store: Store) -> list[str]:
-    """Claim in small batches (all at the same instant) until nothing is left."""
-    got: list[str] = []
-    while batch := await store.claim_due_deliveries(now=1_000.0, lease_seconds=60.0,
-                                                    limit=4):
-        got.extend(d.delivery_id for d in batch)
-        await asyncio.sleep(0)
-    return got
+async def _claim_in_rounds(stores: list[Store]) -> list[list[str]]:
+    """Every store claims a small batch at the same instant, round after round, until
+    nothing is left: each round is a real race (lockstep, so no store can take all)."""
+    got: list[list[str]] = [[] for _ in stores]
+    while True:
+        batches = await asyncio.gather(*(s.claim_due_deliveries(
+            now=1_000.0, lease_seconds=60.0, limit=4) for s in stores))
+        if not any(batches):
+            return got
+        for mine, batch in zip(got, batches, strict=True):
+            mine.extend(d.delivery_id for d in batch)
 
 
 async def test_postgres_claims_skip_rows_another_claim_holds(
