@@ -6,6 +6,7 @@ import asyncio
 import fractions
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +92,7 @@ class ClientPeer:
     pc: RTCPeerConnection
     messages: list[dict[str, Any]] = field(default_factory=list)
     opened: asyncio.Event = field(default_factory=asyncio.Event)
+    tracks: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)  # received media
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m.get("type") == kind]
@@ -105,28 +107,51 @@ class ClientPeer:
         raise AssertionError(f"no matching message in {timeout} s; got {self.messages[-5:]}")
 
 
+Poster = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]  # offer in, answer out
+
+
+async def open_peer(post: Poster, label: str, track: VideoStreamTrack | None = None,
+                    audio: AudioStreamTrack | None = None, body: dict[str, Any] | None = None,
+                    receive: bool = False, timeout: float = 10.0) -> ClientPeer:
+    """A real aiortc peer with a DataChannel ``label`` (and the tracks it sends), its
+    offer delivered by ``post``. ``receive``: it also asks for video and audio, which
+    arrive in ``peer.tracks``."""
+    pc = RTCPeerConnection()
+    peer = ClientPeer(pc)
+    pc.on("track", peer.tracks.put_nowait)
+    channel = pc.createDataChannel(label)
+    channel.on("message", lambda raw: peer.messages.append(json.loads(raw)))
+    channel.on("open", peer.opened.set)
+    for sent in (track, audio):
+        if sent is not None:
+            pc.addTrack(sent)
+    if receive:
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    answer = await post({"sdp": pc.localDescription.sdp, "type": "offer", **(body or {})})
+    await pc.setRemoteDescription(RTCSessionDescription(**answer))
+    await asyncio.wait_for(peer.opened.wait(), timeout=timeout)
+    peer.channel = channel  # type: ignore[attr-defined]
+    return peer
+
+
+def poster(client: TestClient, path: str, token: str) -> Poster:
+    """``post`` for :func:`open_peer` through the test client (200 expected)."""
+    async def post(offer: dict[str, Any]) -> dict[str, Any]:
+        response = await client.post(path, json=offer, headers=bearer(token))
+        assert response.status == 200, await response.text()
+        return dict(await response.json())
+
+    return post
+
+
 async def connect(client: TestClient, path: str, token: str, label: str,
                   track: VideoStreamTrack | None = None,
                   body: dict[str, Any] | None = None,
                   audio: AudioStreamTrack | None = None) -> ClientPeer:
     """Open a peer with a DataChannel ``label`` (and a video track) through ``path``."""
-    pc = RTCPeerConnection()
-    peer = ClientPeer(pc)
-    channel = pc.createDataChannel(label)
-    channel.on("message", lambda raw: peer.messages.append(json.loads(raw)))
-    channel.on("open", peer.opened.set)
-    if track is not None:
-        pc.addTrack(track)
-    if audio is not None:
-        pc.addTrack(audio)
-    await pc.setLocalDescription(await pc.createOffer())
-    offer = {"sdp": pc.localDescription.sdp, "type": "offer", **(body or {})}
-    response = await client.post(path, json=offer, headers=bearer(token))
-    assert response.status == 200, await response.text()
-    await pc.setRemoteDescription(RTCSessionDescription(**await response.json()))
-    await asyncio.wait_for(peer.opened.wait(), timeout=10)
-    peer.channel = channel  # type: ignore[attr-defined]
-    return peer
+    return await open_peer(poster(client, path, token), label, track, audio, body)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from tests.e2e.conftest import Server
 from tests.media import empty_frame, face_frame
-from tests.peers import ClientPeer, ScheduledVideoTrack
+from tests.peers import ClientPeer, Poster, ScheduledVideoTrack, open_peer
 
 
 async def call(http: aiohttp.ClientSession, server: Server, method: str, path: str,
@@ -26,22 +24,20 @@ async def call(http: aiohttp.ClientSession, server: Server, method: str, path: s
         return json.loads(raw) if response.content_type == "application/json" else raw
 
 
+def server_poster(http: aiohttp.ClientSession, server: Server, path: str,
+                  token: str) -> Poster:
+    """``post`` for :func:`tests.peers.open_peer` to a running ``server`` (any node)."""
+    async def post(offer: dict[str, Any]) -> dict[str, Any]:
+        return dict(await call(http, server, "POST", path, token, offer))
+
+    return post
+
+
 async def peer(http: aiohttp.ClientSession, server: Server, path: str, token: str,
                label: str, track: ScheduledVideoTrack | None = None) -> ClientPeer:
     """A real aiortc peer whose offer goes to ``server`` (any node)."""
-    pc = RTCPeerConnection()
-    peer = ClientPeer(pc)
-    channel = pc.createDataChannel(label)
-    channel.on("message", lambda raw: peer.messages.append(json.loads(raw)))
-    channel.on("open", peer.opened.set)
-    if track is not None:
-        pc.addTrack(track)
-    await pc.setLocalDescription(await pc.createOffer())
-    answer = await call(http, server, "POST", path, token,
-                         {"sdp": pc.localDescription.sdp, "type": "offer"})
-    await pc.setRemoteDescription(RTCSessionDescription(**answer))
-    await asyncio.wait_for(peer.opened.wait(), timeout=15)
-    return peer
+    return await open_peer(server_poster(http, server, path, token), label, track,
+                           timeout=15)
 
 
 def face_then_empty() -> ScheduledVideoTrack:
@@ -59,33 +55,10 @@ async def wait_until(check: Any, timeout: float, what: str) -> Any:
 
 
 async def video_watcher(http: aiohttp.ClientSession, server: Server, token: str,
-                        video: str) -> tuple[ClientPeer, asyncio.Queue[Any]]:
-    """A proctor's peer asking ``server`` for ``video``'s live picture."""
-    async def post(offer: dict[str, Any]) -> dict[str, Any]:
-        return dict(await call(http, server, "POST", "/api/v1/watch/offer", token, offer))
-
-    return await video_watcher_via(post, video)
-
-
-async def video_watcher_via(post: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
-                            video: str) -> tuple[ClientPeer, asyncio.Queue[Any]]:
-    """A proctor's peer whose watch offer (with ``video``) ``post`` delivers: the peer,
-    and a queue of the tracks it receives."""
-    pc = RTCPeerConnection()
-    watcher = ClientPeer(pc)
-    tracks: asyncio.Queue[Any] = asyncio.Queue()
-    pc.on("track", tracks.put_nowait)
-    channel = pc.createDataChannel("alerts")
-    channel.on("message", lambda raw: watcher.messages.append(json.loads(raw)))
-    channel.on("open", watcher.opened.set)
-    pc.addTransceiver("video", direction="recvonly")
-    pc.addTransceiver("audio", direction="recvonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    answer = await post({"sdp": pc.localDescription.sdp, "type": "offer", "video": video})
-    await pc.setRemoteDescription(RTCSessionDescription(**answer))
-    await asyncio.wait_for(watcher.opened.wait(), timeout=15)
-    watcher.channel = channel  # type: ignore[attr-defined]
-    return watcher, tracks
+                        video: str) -> ClientPeer:
+    """A proctor's peer asking ``server`` for ``video``'s live picture (in its tracks)."""
+    return await open_peer(server_poster(http, server, "/api/v1/watch/offer", token),
+                           "alerts", body={"video": video}, receive=True, timeout=15)
 
 
 async def first_video_frame(tracks: asyncio.Queue[Any]) -> Any:

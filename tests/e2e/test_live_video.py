@@ -4,15 +4,14 @@ token also covers sessions created after the watcher connected."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from tests.e2e.remote import first_video_frame, video_watcher_via
+from tests.e2e.remote import first_video_frame
 from tests.media import HEIGHT, WIDTH, face_frame
-from tests.peers import ClientPeer, ScheduledVideoTrack, bearer, connect
+from tests.peers import ClientPeer, ScheduledVideoTrack, bearer, connect, open_peer, poster
 
 
 async def _session(client: TestClient, api_headers: dict[str, str],
@@ -25,14 +24,9 @@ async def _session(client: TestClient, api_headers: dict[str, str],
     return dict(await response.json())
 
 
-async def _watch_with_video(client: TestClient, token: str, video: str
-                            ) -> tuple[ClientPeer, asyncio.Queue[Any]]:
-    async def post(offer: dict[str, Any]) -> dict[str, Any]:
-        response = await client.post("/api/v1/watch/offer", headers=bearer(token), json=offer)
-        assert response.status == 200, await response.text()
-        return dict(await response.json())
-
-    return await video_watcher_via(post, video)
+async def _watch_with_video(client: TestClient, token: str, video: str) -> ClientPeer:
+    return await open_peer(poster(client, "/api/v1/watch/offer", token), "alerts",
+                           body={"video": video}, receive=True)
 
 
 async def test_a_watcher_sees_the_candidate_live(client: TestClient,
@@ -46,8 +40,8 @@ async def test_a_watcher_sees_the_candidate_live(client: TestClient,
     candidate = await connect(client, f"/api/v1/sessions/{first['session_id']}/offer",
                               first["candidate_token"], "proctor",
                               track=ScheduledVideoTrack([(60.0, face_frame())], fps=10))
-    watcher, tracks = await _watch_with_video(client, exam_token, first["session_id"])
-    frame = await first_video_frame(tracks)
+    watcher = await _watch_with_video(client, exam_token, first["session_id"])
+    frame = await first_video_frame(watcher.tracks)
     assert (frame.width, frame.height) == (WIDTH, HEIGHT)
 
     # A session of the exam created after the watcher connected is watched too, and the

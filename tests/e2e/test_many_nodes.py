@@ -101,8 +101,8 @@ async def test_two_nodes_one_deployment(
                 lambda m: m.get("type") == "flag" and m["flag"]["kind"] == "paste", timeout=10)
             assert pasted["flag"]["start"] > 0  # placed on A's media clock
             # A live picture asked of B is relayed by A, the media's node.
-            viewer, tracks = await video_watcher(http, b, created["proctor_token"], sid)
-            frame = await first_video_frame(tracks)
+            viewer = await video_watcher(http, b, created["proctor_token"], sid)
+            frame = await first_video_frame(viewer.tracks)
             assert frame.width == 640
             await viewer.pc.close()
             # Any node answers a candidate: a reconnect offered to B reaches A.
