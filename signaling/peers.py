@@ -231,7 +231,7 @@ class Peers:
             await watcher.subscribe()  # before the answer: nothing published is missed
             answer = await answer_offer(pc, sdp, sdp_type, before_answer=add_relay)
         except ApiError:
-            watcher.stop()
+            await watcher.stop()
             self.watchers.discard(pc)
             raise
         if relay is not None and video is not None:

@@ -10,10 +10,9 @@ switches the picture among the sessions this node holds.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection
 from proctor.bus import Message, Subscription, exam_topic, session_topic
 from proctor.sessions import SessionService
 from proctor.store.base import DEFAULT_TENANT, SessionRecord
+from proctor.tasks import BackgroundTasks
 from signaling.channels import ChannelSender, error_message, parse_message
 from signaling.relay import LiveRelay
 
@@ -69,11 +69,12 @@ class Watcher:
     relay: LiveRelay | None = None
     sender: ChannelSender = field(init=False)
     _subscriptions: list[Subscription] = field(default_factory=list)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _tasks: BackgroundTasks = field(init=False)
     _started: bool = False
 
     def __post_init__(self) -> None:
         self.sender = ChannelSender(ALERTS_CHANNEL, self.service.metrics)
+        self._tasks = BackgroundTasks(f"{id(self.pc):x}")
 
     async def subscribe(self) -> None:
         """Before the answer: the watched sessions' topics and the exams' topics."""
@@ -171,28 +172,15 @@ class Watcher:
             reply["node"] = record.owner_node
         self.sender.send(reply)
 
-    def _spawn(self, work: Any, what: str) -> None:
-        task = asyncio.get_running_loop().create_task(
-            _logged(work, what), name=f"watcher-{what}:{id(self.pc):x}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        self._tasks.spawn(work, f"watcher-{what}")
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         for subscription in self._subscriptions:
             subscription.close()
-        for task in list(self._tasks):
-            task.cancel()
+        await self._tasks.stop()
         if self.relay is not None:
             self.relay.stop()
-
-
-async def _logged(work: Any, what: str) -> None:
-    try:
-        await work
-    except asyncio.CancelledError:
-        pass
-    except Exception:
-        log.exception("watcher: %s failed", what)
 
 
 def wire_watcher(pc: RTCPeerConnection, watcher: Watcher,
@@ -205,6 +193,6 @@ def wire_watcher(pc: RTCPeerConnection, watcher: Watcher,
     @pc.on("connectionstatechange")
     async def on_state() -> None:
         if pc.connectionState in ("failed", "closed"):
-            watcher.stop()
+            await watcher.stop()
             on_closed(pc)
             await pc.close()

@@ -17,6 +17,7 @@ from typing import Any
 
 from proctor.bus import EventBus, Message, Subscription, node_topic, reply_topic
 from proctor.errors import ServiceError
+from proctor.tasks import BackgroundTasks
 
 log = logging.getLogger("proctor.control")
 
@@ -39,7 +40,7 @@ class ControlRouter:
         self._handlers: dict[str, Handler] = {}
         self._pending: dict[str, asyncio.Future[Message]] = {}
         self._subscriptions: list[Subscription] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks(f"node {node_id}")
 
     def handle(self, action: str, handler: Handler) -> None:
         """Serve ``action`` for sessions this node owns."""
@@ -49,16 +50,13 @@ class ControlRouter:
         requests = await self._bus.subscribe([node_topic(self.node_id)])
         replies = await self._bus.subscribe([reply_topic(self.node_id)])
         self._subscriptions = [requests, replies]
-        self._spawn(self._serve(requests), "control-requests")
-        self._spawn(self._collect(replies), "control-replies")
+        self._tasks.spawn(self._serve(requests), "control-requests")
+        self._tasks.spawn(self._collect(replies), "control-replies")
 
     async def close(self) -> None:
         for subscription in self._subscriptions:
             subscription.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
+        await self._tasks.stop()
         for future in self._pending.values():
             future.cancel()
 
@@ -98,7 +96,7 @@ class ControlRouter:
     async def _serve(self, requests: Subscription) -> None:
         async for message in requests:
             if message.get("type") == "control":
-                self._spawn(self._answer(message), f"control:{message.get('action')}")
+                self._tasks.spawn(self._answer(message), f"control-{message.get('action')}")
 
     async def _answer(self, message: Message) -> None:
         reply: Message = {"type": "reply", "request_id": message.get("request_id"),
@@ -123,16 +121,3 @@ class ControlRouter:
             future = self._pending.get(str(message.get("request_id")))
             if future is not None and not future.done():
                 future.set_result(message)
-
-    def _spawn(self, work: Awaitable[None], name: str) -> None:
-        async def run() -> None:
-            try:
-                await work
-            except asyncio.CancelledError:
-                pass
-            except Exception:
-                log.exception("node %s: %s failed", self.node_id, name)
-
-        task = asyncio.get_running_loop().create_task(run(), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
