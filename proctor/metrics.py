@@ -57,6 +57,13 @@ class Metrics:
         self.evidence_dropped = Counter("proctor_evidence_frames_dropped_total",
                                         "Frames the evidence encoder could not keep up with",
                                         registry=r)
+        self.outbox_depth = Gauge(
+            "proctor_store_outbox_depth",
+            "Records (flags, events, transcript, clips) waiting in the local outbox for "
+            "the store", registry=r)
+        self.outbox_replayed = Counter(
+            "proctor_store_outbox_replayed_total",
+            "Outbox records written to the store once it was back", registry=r)
         self.datachannel_dropped = Counter(
             "proctor_datachannel_dropped_total",
             "Messages not sent because a DataChannel's buffer was full", ["channel"],

@@ -20,7 +20,7 @@ from proctor.config import Config
 from proctor.detectors.registry import build_detectors
 from proctor.metrics import Metrics
 from proctor.outbound.delivery import DeliveryWorker
-from proctor.outbound.webhooks import WebhookOutlet
+from proctor.outbound.webhooks import WebhookOutlet, webhook_cipher
 from proctor.retention import RetentionWorker
 from proctor.sessions import SessionService
 from proctor.sessions.nodes import node_identity
@@ -33,6 +33,7 @@ from signaling.candidates import routes as candidate_routes
 from signaling.cors import cors_middleware
 from signaling.errors import error_middleware
 from signaling.ice import restrict_host_addresses
+from signaling.interview import routes as interview_routes
 from signaling.keys import (
     CONFIG_API_KEYS,
     CONFIG_KEY,
@@ -41,6 +42,7 @@ from signaling.keys import (
     SESSIONS_KEY,
     SIGNER_KEY,
     STORE_KEY,
+    WEBHOOK_CIPHER_KEY,
 )
 from signaling.limits import install_limits, limits_middleware
 from signaling.openapi import openapi_document
@@ -71,6 +73,7 @@ def create_app(config: Config) -> web.Application:
     secret = load_or_create_secret(config.auth.token_secret, config.data_dir)
     app[SIGNER_KEY] = TokenSigner(secret, config.auth.proctor_token_seconds,
                                   config.auth.candidate_token_seconds)
+    app[WEBHOOK_CIPHER_KEY] = webhook_cipher(secret)
     restrict_host_addresses(config.rtc.ice_host_addresses)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_sessions_ctx)
@@ -81,6 +84,7 @@ def create_app(config: Config) -> web.Application:
     app.add_routes(candidate_routes)
     app.add_routes(webhook_routes)
     app.add_routes(review_routes)
+    app.add_routes(interview_routes)
     app.router.add_get("/api/v1/openapi.json", _openapi)
     app.router.add_get("/", _index)
     app.router.add_static("/static", static_dir(), show_index=False)
@@ -103,10 +107,11 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     transcriber = await asyncio.to_thread(load_transcriber, config.detectors.transcription,
                                           config.data_dir)
     # Webhooks: events are stored as deliveries, then sent by this node's worker.
-    deliveries = DeliveryWorker(app[STORE_KEY], config.webhooks)
+    deliveries = DeliveryWorker(app[STORE_KEY], config.webhooks, app[WEBHOOK_CIPHER_KEY])
+    outlet = WebhookOutlet(app[STORE_KEY], wake=deliveries.wake)
     service = SessionService(config, app[STORE_KEY], bus, app[METRICS_KEY], detectors,
-                             transcriber,
-                             outlet=WebhookOutlet(app[STORE_KEY], wake=deliveries.wake))
+                             transcriber, outlet=outlet)
+    outlet.queue_through(service.outbox)  # events wait out a store outage with the flags
     peers = Peers(service)
     await service.start()
     await deliveries.start()  # after: a failed start leaves no worker behind

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from proctor.crypto import load_or_create_secret as secret_file
 from proctor.store.base import DEFAULT_TENANT, SessionRecord
+from signaling import safejson
 from signaling.errors import ApiError
 
 API_KEY_PREFIX = "pk_"
@@ -115,23 +116,30 @@ class TokenSigner:
 
     def verify(self, token: str, now: float | None = None) -> Principal:
         payload, _, signature = token.partition(".")
-        if not payload or not signature or not hmac.compare_digest(signature,
-                                                                   self._sign(payload)):
+        # compare_digest refuses non-ASCII strings with a TypeError: such a string is
+        # no token of ours (found by tests/fuzz/test_properties.py).
+        if not token.isascii() or not payload or not signature or not hmac.compare_digest(
+                signature, self._sign(payload)):
             raise ApiError(401, "invalid_token", "the token is not valid")
         try:
-            claims = json.loads(_unb64(payload))
+            claims = safejson.loads(_unb64(payload).decode())
             role, sessions, expires = Role(claims["r"]), claims["s"], int(claims["e"])
+            if not isinstance(sessions, list):
+                raise TypeError("'s' is not a list")
+            session_ids = frozenset(str(s) for s in sessions)
             exams = [str(e) for e in claims.get("x", [])]
             token_id = str(claims.get("i", ""))
             tenant = str(claims.get("t", DEFAULT_TENANT))  # older tokens: "default"
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+            # OverflowError: an infinite expiry; even signed claims are checked, not
+            # trusted to be well formed.
             raise ApiError(401, "invalid_token", "the token is not valid") from exc
         if expires < (time.time() if now is None else now):
             raise ApiError(401, "token_expired", "the token has expired")
         if role == Role.INTEGRATOR:  # integrators use API keys, never tokens
             raise ApiError(401, "invalid_token", "the token is not valid")
-        return Principal(role=role, sessions=frozenset(str(s) for s in sessions),
-                         token_id=token_id or None, exams=frozenset(exams), tenant=tenant)
+        return Principal(role=role, sessions=session_ids, token_id=token_id or None,
+                         exams=frozenset(exams), tenant=tenant)
 
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())

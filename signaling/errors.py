@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from proctor.errors import ServiceError
 from proctor.store.base import StoreUnavailable
@@ -42,6 +43,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                               "the database is unavailable; nothing was saved, try again")
     except web.HTTPRequestEntityTooLarge:
         return error_response(413, "too_large", "the request body is too large")
+    except HttpProcessingError as exc:
+        # aiohttp's parser refusing what a handler reads after the request line, e.g. a
+        # multipart part whose headers hold a control character (found by the fuzzer):
+        # the client's malformed message, not the server's fault.
+        status = exc.code if 400 <= exc.code < 500 else 400
+        return error_response(status, _HTTP_CODES.get(status, "bad_request"),
+                              f"the request could not be read: {exc.message}"[:300])
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from proctor.config import Config
+from proctor.crypto import TextCipher
 from proctor.metrics import Metrics
 from proctor.sessions import SessionService
 from proctor.store.base import Store
@@ -18,3 +19,4 @@ METRICS_KEY = web.AppKey("metrics", Metrics)
 SIGNER_KEY = web.AppKey("signer", TokenSigner)
 SESSIONS_KEY = web.AppKey("sessions", SessionService)
 PEERS_KEY = web.AppKey("peers", Peers)
+WEBHOOK_CIPHER_KEY = web.AppKey("webhook_cipher", TextCipher)  # seals webhook secrets

@@ -56,6 +56,20 @@ def check_offer(sdp: str, sdp_type: str) -> None:
                        ) from exc
     if not parsed.media:
         raise ApiError(400, "bad_sdp", "the SDP offer has no media or data section")
+    _check_bundle(parsed)
+
+
+def _check_bundle(parsed: SessionDescription) -> None:
+    """Every mid a BUNDLE group names must be a section's: aiortc takes the group's
+    first mid as the transport's owner, and for a mid no section has it leaves the
+    peer half built, so that even closing it raised (a 500, and the peer's sockets left
+    open; found by tests/fuzz/test_media_fuzz.py)."""
+    mids = {media.rtp.muxId for media in parsed.media}
+    for group in parsed.group:
+        missing = [str(mid) for mid in group.items if mid not in mids]
+        if group.semantic == "BUNDLE" and missing:
+            raise ApiError(400, "bad_sdp", f"the BUNDLE group names mids no section has: "
+                           f"{', '.join(missing)[:100]}")
 
 
 async def answer_offer(pc: RTCPeerConnection, sdp: str, sdp_type: str,

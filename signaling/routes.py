@@ -112,8 +112,12 @@ def visible(principal: Principal, session_id: str,
 
 async def visible_session(request: web.Request, principal: Principal,
                           session_id: str) -> SessionRecord:
-    return visible(principal, session_id,
-                   await request.app[STORE_KEY].get_session(session_id))
+    # A session live on this node is known without asking the store (its record here is
+    # the freshest anyway), so its telemetry is still taken while the store is away.
+    live = request.app[SESSIONS_KEY].sessions.get(session_id)
+    record = live.record if live is not None else \
+        await request.app[STORE_KEY].get_session(session_id)
+    return visible(principal, session_id, record)
 
 
 async def session_for(request: web.Request, principal: Principal) -> SessionRecord:
@@ -185,12 +189,25 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception as exc:
         checks["bus"] = f"unavailable: {exc}"
     checks["models"] = ", ".join(f"{d.name}: {d.source}" for d in service.detectors) or "none"
-    ready = checks["store"] == "ok" and checks["bus"] == "ok"
+    outbox = service.outbox.describe()
+    checks["outbox"] = _outbox_check(outbox)
+    ready = checks["store"] == "ok" and checks["bus"] == "ok" and not outbox["full"]
     capacity = _capacity(request)
+    capacity["accepting"] = capacity["accepting"] and not outbox["full"]
     # Ready: it serves the API. Accepting: a new session's offer would be admitted.
     return web.json_response({"ready": ready, "accepting": capacity["accepting"],
-                              "checks": checks, "capacity": capacity},
+                              "checks": checks, "capacity": capacity, "outbox": outbox},
                              status=200 if ready else 503)
+
+
+def _outbox_check(outbox: dict[str, Any]) -> str:
+    """Live sessions' writes the store has not taken yet (proctor/store/outbox.py)."""
+    if outbox["full"]:
+        return (f"full: {outbox['depth']} records wait for the store (bound "
+                f"{outbox['max_records']}); new sessions are refused")
+    if outbox["depth"]:
+        return f"{outbox['depth']} records wait for the store"
+    return "empty"
 
 
 def _capacity(request: web.Request) -> dict[str, Any]:

@@ -12,11 +12,12 @@ from typing import Any
 
 from aiohttp import web
 
-from proctor.outbound.webhooks import PENDING, new_webhook
+from proctor.outbound.addresses import AddressPolicy
+from proctor.outbound.webhooks import PENDING, new_webhook, sealed
 from proctor.store.base import AttemptRecord, DeliveryRecord, WebhookRecord
 from signaling.auth import Principal, Role
 from signaling.errors import ApiError
-from signaling.keys import STORE_KEY
+from signaling.keys import CONFIG_KEY, STORE_KEY, WEBHOOK_CIPHER_KEY
 from signaling.routes import API, authenticate, json_body
 
 routes = web.RouteTableDef()
@@ -43,8 +44,10 @@ async def _own_webhook(request: web.Request, principal: Principal) -> WebhookRec
 async def create_webhook(request: web.Request) -> web.Response:
     """``{url, events?, secret?}`` → 201 with the secret, shown this once."""
     principal = await authenticate(request, Role.INTEGRATOR)
-    webhook = new_webhook(_owner(principal), await json_body(request))
-    await request.app[STORE_KEY].add_webhook(webhook)
+    policy = AddressPolicy(request.app[CONFIG_KEY].webhooks.allowed_networks)
+    webhook = await new_webhook(_owner(principal), await json_body(request), policy)
+    # Stored sealed; shown in the clear this once.
+    await request.app[STORE_KEY].add_webhook(sealed(webhook, request.app[WEBHOOK_CIPHER_KEY]))
     return web.json_response({**_describe(webhook), "secret": webhook.secret}, status=201)
 
 

@@ -24,6 +24,8 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
         "rtc": {"ice_host_addresses": ["127.0.0.1"], "max_sessions": 16},
         "store": f"sqlite:///{tmp_path}/data/proctor.db",
         "clips": f"file://{tmp_path}/data/clips",
+        # Test receivers listen on loopback, which webhooks refuse by default.
+        "webhooks": {"allowed_networks": ["127.0.0.0/8"]},
     }
     for key, value in overrides.items():
         tree.setdefault(key, {}).update(value) if isinstance(value, dict) else tree.update(

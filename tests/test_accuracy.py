@@ -1,6 +1,6 @@
 """Every video flag kind fires on its labelled clip, and a clean clip raises nothing.
 
-The quick subset of bench/scenarios.py (real photos in webcam framing, written to H.264
+The quick subset of tests/scenarios.py (real photos in webcam framing, written to H.264
 and run through ``analyze_video`` with the real detectors and the default config);
 ``python -m bench.accuracy`` runs the whole library and prints precision and recall.
 """
@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import scenarios as lib
-from bench.accuracy import Outcome, overlaps, run_scenario, unexpected
-from bench.scenarios import Scenario
 from proctor.config import Config, load_config
 from proctor.detectors.base import Detector
 from proctor.detectors.registry import build_detectors
+from tests import scenarios as lib
+from tests.scenarios import Outcome, Scenario, overlaps, run_scenario, unexpected
 
 # Kinds a recorded video can raise; each needs a quick positive clip.
 REQUIRED = {lib.FACE_ABSENT, lib.MULTIPLE_FACES, lib.HEAD_TURNED, lib.CAMERA_BLOCKED,

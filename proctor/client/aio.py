@@ -18,6 +18,7 @@ import aiohttp
 from proctor import __version__
 from proctor.client.errors import ProctorConnectionError, ProctorError, error_from_response
 from proctor.client.types import (
+    AnswerScores,
     AuditEntry,
     BreakAction,
     BreakResult,
@@ -33,8 +34,12 @@ from proctor.client.types import (
     Erasure,
     EventType,
     Flag,
+    KbDocumentAdded,
+    KbHit,
+    KbKind,
     Node,
     ProctorToken,
+    Question,
     Report,
     SessionStatus,
     SessionSummary,
@@ -337,6 +342,50 @@ class ProctorClient:
         """An evidence clip's bytes (MP4: H.264 + AAC); ids are in each flag's
         ``evidence.clip_id``."""
         return await self._send("GET", f"/clips/{_segment(clip_id)}")
+
+    # Interviews --------------------------------------------------------------------
+
+    async def post_questions(self, session_id: str,
+                             questions: Sequence[Question]) -> list[Question]:
+        """Record when questions were asked (media seconds); the session's questions."""
+        found = await self._call("POST", f"/sessions/{_segment(session_id)}/questions",
+                                 body={"questions": [dict(q) for q in questions]})
+        return cast(list[Question], found["questions"])
+
+    async def score_answers(self, session_id: str, *,
+                            question_ids: Sequence[str] | None = None,
+                            role: str | None = None, level: str | None = None,
+                            topic: str | None = None) -> AnswerScores:
+        """Score a finished session's answers against the knowledge base (idempotent)."""
+        body: dict[str, Any] = {k: v for k, v in (("role", role), ("level", level),
+                                                  ("topic", topic)) if v is not None}
+        if question_ids is not None:
+            body["question_ids"] = list(question_ids)
+        return cast(AnswerScores, await self._call(
+            "POST", f"/sessions/{_segment(session_id)}/score", body=body))
+
+    async def add_kb_document(self, kind: KbKind, text: str, *, title: str | None = None,
+                              role: str | None = None, level: str | None = None,
+                              topic: str | None = None) -> KbDocumentAdded:
+        """Add a rubric or reference document to the tenant's knowledge base."""
+        body: dict[str, Any] = {"kind": kind, "text": text}
+        for key, value in (("title", title), ("role", role), ("level", level),
+                           ("topic", topic)):
+            if value is not None:
+                body[key] = value
+        return cast(KbDocumentAdded, await self._call("POST", "/kb", body=body))
+
+    async def search_kb(self, query: str, *, kind: KbKind | None = None,
+                        role: str | None = None, level: str | None = None,
+                        topic: str | None = None, limit: int | None = None) -> list[KbHit]:
+        """Hybrid search (BM25 + vectors, fused by reciprocal rank) of the knowledge base."""
+        params = {"q": query, **{k: v for k, v in (("kind", kind), ("role", role),
+                                                   ("level", level), ("topic", topic))
+                                 if v is not None}}
+        if limit is not None:
+            params["limit"] = str(limit)
+        found = await self._call("GET", "/kb/search", query=params)
+        return cast(list[KbHit], found["hits"])
 
 
 __all__ = ["ProctorClient"]

@@ -125,6 +125,11 @@ class SyncProctorClient:
     erase_candidate = _blocking(ProctorClient.erase_candidate)
     list_nodes = _blocking(ProctorClient.list_nodes)
     download_clip = _blocking(ProctorClient.download_clip)
+    # Interviews
+    post_questions = _blocking(ProctorClient.post_questions)
+    score_answers = _blocking(ProctorClient.score_answers)
+    add_kb_document = _blocking(ProctorClient.add_kb_document)
+    search_kb = _blocking(ProctorClient.search_kb)
 
 
 __all__ = ["SyncProctorClient"]

@@ -294,3 +294,89 @@ class Node(TypedDict):
     heartbeat_age_seconds: float
     live_sessions: int
     capacity: int
+
+
+# Interviews (SPEC "Answer scoring") --------------------------------------------------
+
+KbKind = Literal["rubric", "reference"]
+
+
+class Question(TypedDict):
+    question_id: str
+    text: str
+    asked_at: float  # media seconds from the session's start, when it was asked
+
+
+class KbDocumentAdded(TypedDict):
+    """``POST /kb``: the stored document and its chunks."""
+
+    doc_id: str
+    kind: KbKind
+    title: str
+    role: str | None
+    level: str | None
+    topic: str | None
+    model: str  # the embedding model of its vectors
+    created_at: str
+    chunks: int
+    chunk_ids: list[str]
+
+
+class KbScores(TypedDict):
+    bm25: float
+    vector: float  # cosine similarity
+    fused: float  # reciprocal-rank fusion of the two rankings
+
+
+class KbHit(TypedDict):
+    doc_id: str
+    chunk_id: str
+    kind: KbKind
+    title: str
+    text: str
+    role: str | None
+    level: str | None
+    topic: str | None
+    scores: KbScores
+
+
+class Criterion(TypedDict):
+    name: str
+    score: float  # 0-10
+    reason: str
+
+
+class Citation(TypedDict):
+    doc_id: str
+    chunk_id: str
+    quote: str  # word for word from the chunk
+
+
+class ScoredAnswer(TypedDict):
+    question_id: str
+    question: str
+    asked_at: float
+    answer: str  # the transcript between this question and the next
+    answer_start: float | None
+    answer_end: float | None
+    words: int
+    score: float  # 0-10
+    criteria: list[Criterion]
+    citations: list[Citation]
+    scorer: str  # "local" or "llm:<model>"
+    fallback: str | None  # why an LLM's score was not used
+    dropped_claims: int  # LLM claims that cited no retrieved chunk
+
+
+class AnswerScores(TypedDict):
+    """``POST /sessions/{id}/score`` (and the report's ``answer_scoring``)."""
+
+    session_id: str
+    final_score: float  # the mean; an unanswered question counts 0
+    answers: list[ScoredAnswer]
+    scorer: str  # "local", "llm:<model>" or "mixed"
+    dropped_claims: int
+    fallbacks: int
+    scored_at: str
+    transcript_complete: bool
+    recommendation: Recommendation

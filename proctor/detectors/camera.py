@@ -42,7 +42,11 @@ def edge_density(grey: npt.NDArray[np.float32], step: float = 12.0) -> float:
     """Share of neighbouring pixels whose luma differs by more than ``step``."""
     horizontal = np.abs(np.diff(grey, axis=1)) > step
     vertical = np.abs(np.diff(grey, axis=0)) > step
-    return float((horizontal.mean() + vertical.mean()) / 2)
+    # An image one pixel wide or high has no neighbours along that axis: the mean of
+    # nothing is NaN, which reached /analyze/frame's answer as a bare NaN, not JSON
+    # (found by tests/fuzz/test_openapi_fuzz.py). Only the axes that have pairs count.
+    shares = [float(pairs.mean()) for pairs in (horizontal, vertical) if pairs.size]
+    return sum(shares) / len(shares) if shares else 0.0
 
 
 class CameraDetector(Detector):

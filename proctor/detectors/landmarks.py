@@ -210,6 +210,40 @@ def mouth_opening(points: FloatArray) -> float:
     return gap / max(height, 1e-9)
 
 
+# Outer and inner lip corners and midlines: the mouth's box in the image.
+MOUTH_OUTLINE = (61, 291, 0, 17, 13, 14, 78, 308)
+# The mouth is measured only where it can be seen. A face under MIN_MOUTH_FACE_PX tall
+# (forehead to chin) opens its lips by a few pixels in speech, within the mesh's jitter.
+# A mouth box darker than MIN_MOUTH_LUMA or flatter than MIN_MOUTH_CONTRAST (luma
+# standard deviation) is a dark room, a mask or a hand: the mesh then draws a guessed
+# mouth that never moves. Measured on webcam-sized frames of real photos
+# (tests/media.py): visible mouths 140-180 mean, 32-36 deviation; the same face at 15 %
+# light 26 / 5; a flat patch over the mouth 0. A face the detector is unsure of
+# (score under MIN_MOUTH_FACE_SCORE) is not measured either.
+MIN_MOUTH_FACE_PX = 80.0
+MIN_MOUTH_LUMA = 40.0
+MIN_MOUTH_CONTRAST = 8.0
+MIN_MOUTH_FACE_SCORE = 0.6
+
+
+def mouth_measurable(points: FloatArray, image: npt.NDArray[np.uint8],
+                     face_score: float = 1.0) -> bool:
+    """Whether :func:`mouth_opening` means anything in this frame (see the constants)."""
+    height = float(np.hypot(*(points[FOREHEAD, :2] - points[CHIN, :2])))
+    if height < MIN_MOUTH_FACE_PX or face_score < MIN_MOUTH_FACE_SCORE:
+        return False
+    xs, ys = points[list(MOUTH_OUTLINE), 0], points[list(MOUTH_OUTLINE), 1]
+    pad = 0.1 * float(xs.max() - xs.min())
+    rows, cols = image.shape[:2]
+    top, bottom = max(0, int(ys.min() - pad)), min(rows, int(ys.max() + pad) + 1)
+    left, right = max(0, int(xs.min() - pad)), min(cols, int(xs.max() + pad) + 1)
+    if bottom - top < 2 or right - left < 2:
+        return False  # the mouth is off the frame
+    luma = image[top:bottom, left:right, :3].astype(np.float32) @ np.array(
+        [0.299, 0.587, 0.114], np.float32)
+    return float(luma.mean()) >= MIN_MOUTH_LUMA and float(luma.std()) >= MIN_MOUTH_CONTRAST
+
+
 def eye_rotation(offset: float) -> float:
     """Degrees an eye has turned for an iris offset (eye widths) from its neutral spot."""
     return math.degrees(math.asin(max(-1.0, min(1.0, offset / EYE_ROTATION_RADIUS))))
@@ -364,7 +398,11 @@ class LandmarksStream(DetectorStream):
             self.calibration.add(sample.media_time, raw)
             observation.signals = face_signals(raw, self.calibration.current(),
                                                self._detector.config)
-            observation.signals["mouth_open"] = round(mouth_opening(points), 4)
+            # No mouth_open where the mouth cannot be seen: lip movement is then unknown
+            # (None), never "still" (proctor/pipeline/lips.py).
+            face_score = faces.confidences.get("face_count", 1.0) if faces else 1.0
+            if mouth_measurable(points, sample.image, face_score):
+                observation.signals["mouth_open"] = round(mouth_opening(points), 4)
             observation.details = _details(raw, self.calibration)
         observation.processing_ms = (time.perf_counter() - started) * 1000
         return observation

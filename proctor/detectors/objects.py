@@ -5,15 +5,27 @@ TF.js graph, converted once to ONNX by ``models/convert_centernet.py``. It outpu
 class heat map at a quarter of the input resolution plus box sides per cell; we decode
 only the five classes we use.
 
-Small phones are this model's weak spot: on the whole frame a phone 60–89 px long in a
-640×480 frame reaches the moderate threshold in 7 % of our composites, on the frame
-enlarged 1.25× in 23 % (all sizes: 19 % → 32 %; bench/phone_calibration.py). So each
-stream cycles through passes, one per processed frame, each costing about the same
-(17–23 ms on one core): the whole frame at 512 px wide, then four overlapping tiles of
-the frame enlarged ``tile_zoom`` times. A frame's
-``phone_confidence`` is the best phone score of the latest result of every pass within
-one cycle (the same phone seen whichever pass found it); counts come from the whole-frame
-pass only, because a person cut by a tile edge would be counted twice.
+Small and mid-sized phones are this model's weak spot: held 100–260 px long in a 640×480
+frame, a phone often scores 0.2–0.4 on the whole frame, under any threshold that keeps
+faces, hands and clutter unflagged. The model scores the same phone higher once it is
+about 200–256 px in the model's input with some context around it. So each stream runs
+a cascade (on one core, a tile pass costs ~40 ms, the whole frame ~50, a verification
+crop ~70: bench/phone_calibration.py prints them):
+
+* the cycle, one pass per analysed frame: the whole frame at 512 px wide, then four
+  overlapping tiles of the frame enlarged ``tile_zoom`` times;
+* verification, a second pass in the same frame on every ``verify_every``-th analysed
+  frame, and only while the cycle left a phone peak of at least ``verify_floor`` (weak
+  evidence): a crop around that peak, enlarged so the peak's box becomes about
+  200–256 px, plainly or mirrored (the variants rotate, and the top three peaks take
+  turns). A scene with no phone-like peak pays nothing for it; faces and hands leave
+  weak peaks now and then, so clean clips still see a few verifications.
+
+A frame's ``phone_confidence`` is the best phone score among the fresh results of every
+pass (the same phone seen whichever pass found it), so evidence gathered over several
+frames and crops adds up while the phone stays in view; counts come from the
+whole-frame pass only, because a person cut by a tile or crop edge would be counted
+twice. Scores per phone size and the thresholds: ``python -m bench.phone_calibration``.
 
 Signals: ``phone_confidence`` (0 when no phone), ``person_count`` (backs
 ``multiple_faces`` with ``face_count``: a second person whose face is not visible),
@@ -66,6 +78,15 @@ NMS_IOU = 0.5
 # first (proctor.media.limits); the stage still skips them and caps its input itself.
 MAX_ASPECT = 4.0  # long side over short side
 MAX_INPUT_SIDE = 2048  # model input pixels on a side, whatever the window's scale
+# Verification crops: (crop side over the peak box's long side, the box's long side in
+# model pixels, mirrored). Measured on composites (bench/phone_calibration.py): a box at
+# 200–256 px with 1–1.5 box lengths of context either side scores highest; mirroring
+# gives the model a second, independent look at the same pixels.
+VERIFY_VARIANTS: tuple[tuple[float, int, bool], ...] = (
+    (2.0, 256, False), (2.5, 200, True), (2.0, 256, True), (2.5, 200, False))
+VERIFY_MAX_INPUT = 512  # a crop's input side: at most ~1.3× the whole-frame pass's pixels
+VERIFY_TOP = 3  # this many of the strongest weak peaks take turns
+VERIFY_MIN_BOX = 40.0  # frame pixels: a smaller peak box is verified as if this long
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -96,6 +117,7 @@ class Window:
     name: str
     region: tuple[float, float, float, float]
     scale: float
+    mirrored: bool = False  # fed to the model flipped left to right (boxes flipped back)
 
 
 def passes(width: int, height: int, tile_zoom: float) -> list[Window]:
@@ -115,6 +137,19 @@ def passes(width: int, height: int, tile_zoom: float) -> list[Window]:
         for row in (0, 1) for col in (0, 1)
     ]
     return [whole, *tiles]
+
+
+def verify_window(box: Box, variant: int, width: int, height: int) -> Window:
+    """A crop around a weak phone peak, enlarged so its box reaches the model large."""
+    context, target, mirrored = VERIFY_VARIANTS[variant % len(VERIFY_VARIANTS)]
+    long_side = max(box.x1 - box.x0, box.y1 - box.y0, VERIFY_MIN_BOX)
+    side = min(context * long_side, float(width), float(height))
+    cx, cy = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
+    x = min(max(cx - side / 2, 0.0), width - side)
+    y = min(max(cy - side / 2, 0.0), height - side)
+    scale = min(target / long_side, VERIFY_MAX_INPUT / side)
+    name = f"verify {context:g}x{target}" + (" mirrored" if mirrored else "")
+    return Window(name, (x, y, side, side), scale, mirrored)
 
 
 def fits(width: int, height: int) -> bool:
@@ -146,7 +181,11 @@ class ObjectDetector(Detector):
         """Every decoded box of our classes in one window, in frame pixels."""
         batch, scale = _model_input(image, window)
         heat, sides = self._session.run(None, {self._input: batch})
-        return _decode(heat[0], sides[0], scale, window.region[:2])
+        boxes = _decode(heat[0], sides[0], scale, (0.0, 0.0))
+        x, y, w, _ = window.region
+        if window.mirrored:
+            boxes = [Box(b.label, b.score, w - b.x1, b.y0, w - b.x0, b.y1) for b in boxes]
+        return [Box(b.label, b.score, b.x0 + x, b.y0 + y, b.x1 + x, b.y1 + y) for b in boxes]
 
 
 def _model_input(image: RgbImage, window: Window) -> tuple[FloatArray, float]:
@@ -156,8 +195,9 @@ def _model_input(image: RgbImage, window: Window) -> tuple[FloatArray, float]:
     out_w, out_h = max(32, round(w * scale)), max(32, round(h * scale))
     resized = Image.fromarray(image).resize((out_w, out_h), Image.Resampling.BILINEAR,
                                             box=(x, y, x + w, y + h))
+    pixels = np.asarray(resized)
     batch = np.zeros((1, -(-out_h // 32) * 32, -(-out_w // 32) * 32, 3), np.float32)
-    batch[0, :out_h, :out_w] = np.asarray(resized)
+    batch[0, :out_h, :out_w] = pixels[:, ::-1] if window.mirrored else pixels
     return batch, out_w / w
 
 
@@ -220,9 +260,11 @@ class ObjectStream(DetectorStream):
         self._detector = detector
         self._config = detector.config
         self._interval = 1.0 / self._config.fps
-        self._next_pass = 0
+        self._passes_run = 0
+        self._verifies = 0
         self._last_run: float | None = None
-        self._results: dict[str, _PassResult] = {}
+        self._results: dict[str, _PassResult] = {}  # the cycle's passes, by name
+        self._verified: list[_PassResult] = []  # verification crops, newest last
 
     def set_rate(self, fps: float) -> None:
         self._interval = 1.0 / min(fps, self._config.fps) if fps > 0 else self._interval
@@ -233,14 +275,48 @@ class ObjectStream(DetectorStream):
             return None
         started = time.perf_counter()
         windows = passes(width, height, self._config.tile_zoom)
-        window = windows[self._next_pass % len(windows)]
-        self._next_pass += 1
-        boxes = self._detector.detect(sample.image, window)
-        self._results[window.name] = _PassResult(sample.media_time, boxes)
+        # A result older than one cycle (plus slack) belongs to a scene that has moved on.
         cycle = len(windows) * self._interval
+        window = self._next_window(windows)
+        self._results[window.name] = _PassResult(
+            sample.media_time, self._detector.detect(sample.image, window))
+        check = self._verification(sample.media_time, cycle, width, height)
+        if check is not None:
+            self._verified = [r for r in self._verified
+                              if sample.media_time - r.media_time <= cycle * 1.5]
+            self._verified.append(_PassResult(
+                sample.media_time, self._detector.detect(sample.image, check)))
         observation = self._observe(sample, window, cycle)
+        if check is not None:
+            observation.details["verify"] = check.name
         observation.processing_ms = (time.perf_counter() - started) * 1000
         return observation
+
+    def _next_window(self, windows: list[Window]) -> Window:
+        window = windows[self._passes_run % len(windows)]
+        self._passes_run += 1
+        return window
+
+    def _verification(self, now: float, cycle: float, width: int,
+                      height: int) -> Window | None:
+        """A second pass in this frame, on every ``verify_every``-th analysed frame, and
+        only while the cycle left a weak phone peak: a crop around that peak."""
+        every = self._config.verify_every
+        if every < 2 or self._passes_run % every != 0:
+            return None
+        peaks = self._weak_peaks(now, cycle)
+        if not peaks:
+            return None
+        turn = self._verifies
+        self._verifies += 1
+        return verify_window(peaks[turn % len(peaks)], turn // len(peaks), width, height)
+
+    def _weak_peaks(self, now: float, cycle: float) -> list[Box]:
+        """The strongest fresh phone peaks of the cycle's passes worth a closer look."""
+        boxes = [b for r in self._results.values() if now - r.media_time <= cycle * 1.5
+                 for b in r.boxes
+                 if b.label == "phone" and b.score >= self._config.verify_floor]
+        return _nms(boxes)[:VERIFY_TOP]
 
     def _skips(self, media_time: float) -> bool:
         """Below the analysis rate: skip frames until an interval has passed (a quarter
@@ -252,8 +328,7 @@ class ObjectStream(DetectorStream):
         return False
 
     def _observe(self, sample: VideoSample, window: Window, cycle: float) -> Observation:
-        # A result older than one cycle (plus slack) belongs to a scene that has moved on.
-        fresh = [r for r in self._results.values()
+        fresh = [r for r in [*self._results.values(), *self._verified]
                  if sample.media_time - r.media_time <= cycle * 1.5]
         phones = _nms([b for r in fresh for b in r.boxes if b.label == "phone"])
         whole = self._results.get("frame")

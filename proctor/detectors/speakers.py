@@ -11,7 +11,7 @@ scores 0.65-0.90 (median 0.81), other voices 0.37-0.79 (two people in one room: 
 outside the interpreter lock; the numpy forward pass, kept as :class:`Ge2eReference`,
 held the lock for ~4,000 small calls a window and stalled the other sessions' stages).
 
-Per session the stream keeps the last window of audio and every ``hop_seconds`` embeds
+Per session the stream keeps the last seconds of audio and every ``hop_seconds`` embeds
 it when it holds speech (an energy gate against the session's own noise floor, see
 :class:`SpeechGate`: this stage does not depend on the VAD stage). It learns the
 candidate's voice from their first ``enrollment_seconds`` of speech windows, keeping
@@ -21,24 +21,38 @@ compared with the candidate's voice. A voice enrolled ahead of the session (a
 ``voice_enrollment`` on the StreamContext, once it has one; :meth:`SpeakerDetector.enroll`
 makes it from a recording) replaces the live learning.
 
+Voices are also counted (when ``models/segmentation-3.0.onnx`` is installed, see
+:mod:`proctor.detectors.segmentation`): every ``segmentation_hop_seconds`` (1 s) the
+last ``segmentation_window_seconds`` (5 s) are split into local speakers, and each
+local speaker's speech alone there (their last 3.1 s at most) is embedded. A voice of
+several seconds is judged far more surely than a 1.6 s window: the LibriVox reader's
+own voice scored 0.74-0.96 this way (1.6 s windows: 0.65-0.90). Each hop's window is
+then judged by the local speakers heard in it, no longer by its own embedding.
+
 Signals, one observation per hop at the window's centre time:
 - ``voice_similarity``: cosine between the window and the candidate's voice (speech
   windows after enrollment only);
-- ``second_voice_audio`` 1/0: that similarity is below ``match_threshold``;
-- ``second_voice`` 1/0 (backs ``multiple_speakers``): :func:`fuse_second_voice` of the
-  audio verdict and the candidate's lip movement. Windows without speech, and windows
-  while the voice is being learned, give 0 unless the lips say otherwise: no accusation
-  without evidence.
+- ``speaker_count``: local speakers heard for ``min_voice_seconds`` in the last count
+  window (with the count model);
+- ``second_voice_audio`` 1/0: the audio's verdict (:func:`audio_verdict`): a voice in
+  the window below ``match_threshold``, or a voice the count model split from the
+  candidate's (two voices that differ, the other one clearly nearer the candidate's);
+- ``second_voice`` 1/0 (backs ``multiple_speakers``): :func:`fuse_second_voice`, the
+  audio verdict with the candidate's lips as support only. Only voice evidence
+  raises it: still lips can tip a doubtful voice (between ``match_threshold`` and
+  ``support_threshold``) but never a voice that matches the candidate's, nor speech
+  while the voice is not learned yet. No speech: 0.
 
 Lips: :attr:`SpeakerStream.lips_moving` is a seam for the pipeline, a function of a
 window's (start, end) media times giving the share of its video frames with the
-candidate's mouth moving (face-mesh lip distance), or None when unknown. Unset (as now),
-``second_voice`` is the audio verdict alone.
+candidate's mouth moving (face-mesh lip distance), or None when unknown (no face, or a
+mouth too small, dark or covered to measure).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -58,6 +72,9 @@ from proctor.detectors.base import (
     Observation,
     StreamContext,
 )
+from proctor.detectors.segmentation import LOCAL_SPEAKERS, Segmentation, SegmentationModel
+from proctor.detectors.segmentation import MODEL_VERSION as SEGMENTATION_VERSION
+from proctor.detectors.segmentation import model_path as segmentation_model_path
 from proctor.models import ModelMissing, model_file
 
 log = logging.getLogger("proctor.detectors.speakers")
@@ -92,6 +109,14 @@ _MAX_GAP_SECONDS = 0.05
 LEARN_AGREE = 0.80
 # Confidence in a verdict: 0.5 at the threshold, 1.0 this far (in cosine) from it.
 CONFIDENT_MARGIN = 0.15
+# A local speaker's voice is the embedding of their last 3.1 s alone at most (4 partials).
+# The count model runs only on audio with at least this share of speech frames (a quiet
+# exam room costs nothing); a 1.6 s window judged as speech fills 16 % of a 5 s one.
+MIN_COUNT_SPEECH = 0.1
+# Two local speakers are told apart when the nearer to the candidate's voice is at least
+# this much nearer (in cosine) than the other.
+SEPARATE_GAP = 0.05
+VOICE_SAMPLES = WINDOW_SAMPLES + 3 * PARTIAL_STEP_FRAMES * FRAME_HOP
 
 
 
@@ -324,29 +349,67 @@ def learn_voice(embeddings: list[Embedding], agree: float) -> Embedding:
     return mean_embedding(members)
 
 
-# Fusion with the candidate's lips --------------------------------------------------
+# Fusion: the voice evidence, and the candidate's lips --------------------------------
 
 
-def fuse_second_voice(audio_mismatch: float | None, speech: bool,
-                      lips_moving: float | None) -> float:
-    """Is a second person speaking? 1.0 or 0.0.
+@dataclass(frozen=True)
+class VoiceEvidence:
+    """What the audio says about one window.
 
-    - No speech in the window: 0 (nobody is speaking, whatever else is known).
-    - The voice is not the candidate's (``audio_mismatch`` ≥ 0.5): 1.
-    - Speech while the candidate's lips were still for the whole window
-      (``lips_moving`` is the share of the window's video frames with the mouth
-      moving; 0 means still throughout): 1. Someone else is talking, even if their
-      voice resembles the candidate's (a relative, a recording of the candidate).
-    - Otherwise 0. Lips unknown (None: no face, no video, or not wired): the audio
-      verdict alone; audio unknown (None: the voice is not learned yet): the lips alone.
+    ``similarity``: the cosine to the candidate's voice of the least candidate-like voice
+    heard in the window (None: no voice learned yet, or no voice long enough to judge).
+    ``separate``: the count model told that voice apart from the candidate's (two local
+    speakers whose voices differ, the other clearly nearer the candidate's; or two at
+    once). ``voices``: how many local speakers the count model heard in the window.
     """
-    if not speech:
+
+    speech: bool
+    similarity: float | None = None
+    separate: bool = False
+    voices: int = 1
+
+
+def audio_verdict(evidence: VoiceEvidence, config: SpeakersConfig) -> float | None:
+    """Another voice on audio alone: 1/0, or None when there is nothing to compare.
+
+    1 for a voice below ``match_threshold``, a voice the count model told apart from
+    the candidate's, or a doubtful voice (below ``support_threshold``) in a window where
+    the count model heard two voices. Before the voice is learned: 1 only for two
+    different voices, else None."""
+    if not evidence.speech:
+        return None
+    if evidence.similarity is None:
+        return 1.0 if evidence.separate else None
+    if evidence.similarity < config.match_threshold or evidence.separate:
+        return 1.0
+    doubtful = evidence.similarity < config.support_threshold
+    return 1.0 if doubtful and evidence.voices > 1 else 0.0
+
+
+def fuse_second_voice(evidence: VoiceEvidence, lips_moving: float | None,
+                      config: SpeakersConfig) -> float:
+    """Is a second person speaking? 1.0 or 0.0: the audio's verdict, with the lips as
+    support only.
+
+    - No speech in the window, or no verdict (the voice not learned and no two
+      different voices heard): 0, whatever the lips did.
+    - The audio says another voice (:func:`audio_verdict`): 1.
+    - A doubtful voice (between ``match_threshold`` and ``support_threshold``) while
+      the candidate's lips were still (moving in at most ``lips_still_share`` of the
+      window's frame steps): 1.
+    - Otherwise 0: at or above ``support_threshold`` the voice is the candidate's,
+      whatever the lips did. Lips unknown (None: no face, mouth hidden, too small or too
+      dark to measure) support nothing.
+    """
+    verdict = audio_verdict(evidence, config)
+    if verdict is None:
         return 0.0
-    if audio_mismatch is not None and audio_mismatch >= 0.5:
+    if verdict >= 1.0:
         return 1.0
-    if lips_moving is not None and lips_moving <= 0.0:
-        return 1.0
-    return 0.0
+    still = lips_moving is not None and lips_moving <= config.lips_still_share
+    similarity = evidence.similarity
+    doubtful = similarity is not None and similarity < config.support_threshold
+    return 1.0 if doubtful and still else 0.0
 
 
 # Speech gate ----------------------------------------------------------------------
@@ -407,14 +470,28 @@ def load_speaker_detector(config: SpeakersConfig) -> SpeakerDetector | None:
         return None
 
 
+def _load_counter(config: SpeakersConfig) -> SegmentationModel | None:
+    """The count model, or None (logged): the embedding then judges each window alone."""
+    if not config.segmentation:
+        return None
+    try:
+        return SegmentationModel(segmentation_model_path())
+    except ModelMissing as exc:
+        log.warning("speakers: no voice counting (embedding alone): %s", exc)
+        return None
+
+
 class SpeakerDetector(Detector):
     name = "speakers"
-    source = f"{MODEL_VERSION}@1"
     media = "audio"
 
-    def __init__(self, config: SpeakersConfig, path: Path | None = None) -> None:
+    def __init__(self, config: SpeakersConfig, path: Path | None = None,
+                 counter: SegmentationModel | None = None) -> None:
         self.config = config
         self.encoder = Ge2eEncoder(path or model_path())
+        self.counter = counter if counter is not None else _load_counter(config)
+        self.source = f"{MODEL_VERSION}+{SEGMENTATION_VERSION}@2" if self.counter else (
+            f"{MODEL_VERSION}@1")
 
     def enroll(self, samples: Floats) -> Embedding | None:
         """The voice a session would learn from this recording (16 kHz mono speech of the
@@ -432,7 +509,8 @@ class SpeakerDetector(Detector):
         voice = None
         if enrolled is not None and np.shape(enrolled) == (EMBEDDING_SIZE,):
             voice = np.asarray(enrolled, np.float32)
-        stream = SpeakerStream(self.encoder, self.config, context.session_id, voice)
+        stream = SpeakerStream(self.encoder, self.config, context.session_id, voice,
+                               counter=self.counter)
         stream.lips_moving = context.lip_movement
         return stream
 
@@ -446,24 +524,85 @@ class _Window:
     speech_share: float
     embedding: Embedding | None  # None: not enough speech to embed
 
+    @property
+    def span(self) -> tuple[float, float]:
+        return self.centre - self.seconds / 2, self.centre + self.seconds / 2
+
+
+@dataclass(frozen=True)
+class Voices:
+    """One count-model window: who spoke when, and each local speaker's voice (the GE2E
+    embedding of their speech alone there, when they had ``min_voice_seconds`` of it)."""
+
+    segmentation: Segmentation
+    embeddings: dict[int, Embedding]
+
+    def heard(self, start: float, end: float, min_seconds: float) -> list[int]:
+        """Local speakers talking at least ``min_seconds`` between two media times."""
+        seg = self.segmentation
+        return [k for k in range(LOCAL_SPEAKERS)
+                if seg.seconds(seg.active(k), start, end) >= min_seconds]
+
+    def distinct(self, a: int, b: int) -> bool:
+        """Two local speakers whose voices differ (as two windows of two people do)."""
+        if a not in self.embeddings or b not in self.embeddings:
+            return False
+        return cosine(self.embeddings[a], self.embeddings[b]) < LEARN_AGREE
+
+    def evidence(self, start: float, end: float, voice: Embedding | None,
+                 config: SpeakersConfig) -> VoiceEvidence:
+        """What this window says about [start, end] (a hop's window), given the voice."""
+        heard = self.heard(start, end, config.other_voice_seconds)
+        if not heard:
+            return VoiceEvidence(speech=False)  # the count model heard nobody there
+        if voice is None:
+            pairs = itertools.combinations(heard, 2)
+            return VoiceEvidence(True, None, any(self.distinct(a, b) for a, b in pairs),
+                                 len(heard))
+        judged = {k: cosine(e, voice) for k, e in self.embeddings.items()}
+        present = [k for k in heard if k in judged]
+        if not present:
+            return VoiceEvidence(True, voices=len(heard))
+        least = min(present, key=lambda k: judged[k])
+        candidate = max(judged, key=lambda k: judged[k])
+        overlap = self.segmentation.seconds(self.segmentation.overlap(), start, end)
+        # Apart from the candidate: the count model split them, their voices differ, and
+        # the other one is clearly the nearer to the candidate's voice.
+        apart = (least != candidate and self.distinct(least, candidate)
+                 and judged[candidate] - judged[least] >= SEPARATE_GAP)
+        separate = apart or (overlap >= config.other_voice_seconds and len(heard) > 1)
+        return VoiceEvidence(True, judged[least], separate, len(heard))
+
 
 class SpeakerStream(DetectorStream):
-    """One session: a rolling window, the candidate's voice, one observation per hop."""
+    """One session: a rolling window, the candidate's voice, one observation per hop.
+
+    With the count model, every ``segmentation_hop_seconds`` the last
+    ``segmentation_window_seconds`` are segmented into local speakers and each one's
+    speech alone is embedded; the hop windows in between are judged from that."""
 
     def __init__(self, encoder: Ge2eEncoder, config: SpeakersConfig, session_id: str,
-                 voice: Embedding | None = None) -> None:
+                 voice: Embedding | None = None,
+                 counter: SegmentationModel | None = None) -> None:
         self._encoder = encoder
+        self._counter = counter
         self._config = config
         self._session_id = session_id
         self._gate = SpeechGate(config.speech_margin_db, config.min_speech_dbfs)
         self._window = max(WINDOW_SAMPLES, round(config.window_seconds * AUDIO_RATE))
         self._hop = max(1, round(config.hop_seconds * AUDIO_RATE))
+        self._count_window = round(config.segmentation_window_seconds * AUDIO_RATE)
+        self._count_hop = round(config.segmentation_hop_seconds * AUDIO_RATE)
+        self._keep = max(self._window, self._count_window)
         # The current stretch of contiguous audio: its start time, samples so far, the
-        # newest samples (at most one window) and where the next window to judge ends.
+        # newest samples (at most a window or a count window, whichever is longer), where
+        # the next window to judge ends and where the next count is due.
         self._start = 0.0
         self._total = 0
         self._buffer = np.zeros(0, np.float32)
         self._next_end = self._window
+        self._next_count = self._window
+        self._voices: Voices | None = None
         self._expected: float | None = None  # media time the next chunk should start at
         self.voice: Embedding | None = voice
         self._learning: list[Embedding] = []
@@ -482,11 +621,16 @@ class SpeakerStream(DetectorStream):
         while self._next_end <= self._total:
             started = time.perf_counter()
             stop = len(self._buffer) - (self._total - self._next_end)
+            if self._counter is not None and self._next_end >= self._next_count:
+                self._voices = self._count(self._buffer[max(0, stop - self._count_window):stop],
+                                           self._next_end)
+                self._next_count = self._next_end + self._count_hop
             window = self._judge(self._buffer[stop - self._window:stop], self._next_end)
             observations.append(self._observe(window, started))
             self._next_end += self._hop
-        # Every later window ends after the newest sample, so starts within the last window.
-        self._buffer = self._buffer[-self._window:]
+        # Every later window ends after the newest sample, so starts within the last
+        # window (or count window) of it.
+        self._buffer = self._buffer[-self._keep:]
         return observations
 
     def _restart(self, media_time: float) -> None:
@@ -495,6 +639,8 @@ class SpeakerStream(DetectorStream):
         self._total = 0
         self._buffer = np.zeros(0, np.float32)
         self._next_end = self._window
+        self._next_count = self._window
+        self._voices = None
 
     def _judge(self, window: Floats, end: int) -> _Window:
         seconds = len(window) / AUDIO_RATE
@@ -504,41 +650,78 @@ class SpeakerStream(DetectorStream):
             return _Window(centre, seconds, share, None)
         return _Window(centre, seconds, share, self._encoder.embed(window))
 
-    def _observe(self, window: _Window, started: float) -> Observation:
+    def _count(self, audio: Floats, end: int) -> Voices | None:
+        """Segment the newest audio and embed each local speaker's speech alone; None
+        (nothing to count, and no cost) when the gate hears almost no speech in it. Any
+        window with speech enough to judge makes at least this much of a count window."""
+        assert self._counter is not None
+        if self._gate.speech_share(audio) < MIN_COUNT_SPEECH:
+            return None
+        start = self._start + (end - len(audio)) / AUDIO_RATE
+        seg = self._counter.segment(audio, start)
+        embeddings = {}
+        for speaker in range(LOCAL_SPEAKERS):
+            alone = seg.solo_samples(audio, speaker)
+            if len(alone) >= self._config.min_voice_seconds * AUDIO_RATE:
+                embeddings[speaker] = self._encoder.embed(_fill(alone[-VOICE_SAMPLES:]))
+        return Voices(seg, embeddings)
+
+    def _evidence(self, window: _Window) -> VoiceEvidence:
         speech = window.embedding is not None
+        voices = self._voices
+        if not speech or voices is None:
+            # No count model (or nothing counted yet): the window's embedding alone.
+            similarity = None
+            if speech and self.voice is not None and window.embedding is not None:
+                similarity = cosine(window.embedding, self.voice)
+            return VoiceEvidence(speech, similarity)
+        return voices.evidence(*window.span, self.voice, self._config)
+
+    def _observe(self, window: _Window, started: float) -> Observation:
         details: dict[str, Any] = {"speech_share": round(window.speech_share, 3)}
         signals: dict[str, float] = {}
         confidences: dict[str, float] = {}
-        mismatch: float | None = None
+        evidence = self._evidence(window)
+        if self._voices is not None:
+            seg = self._voices.segmentation
+            signals["speaker_count"] = float(len(seg.speakers(self._config.min_voice_seconds)))
+            details["overlap_seconds"] = round(seg.seconds(seg.overlap(), *window.span), 3)
         if window.embedding is not None:
             if self.voice is None:
-                self._learn(window.embedding)
-                details["learning_voice"] = True
+                details["learning_voice"] = self._learn(window.embedding, window)
             else:
-                similarity = cosine(window.embedding, self.voice)
-                threshold = self._config.match_threshold
-                mismatch = float(similarity < threshold)
-                signals["voice_similarity"] = round(similarity, 4)
-                signals["second_voice_audio"] = mismatch
-                margin = min(1.0, abs(similarity - threshold) / CONFIDENT_MARGIN)
-                confidences["second_voice"] = round(0.5 + 0.5 * margin, 3)
+                signals["voice_similarity"] = round(cosine(window.embedding, self.voice), 4)
+        verdict = audio_verdict(evidence, self._config)
+        if verdict is not None:
+            signals["second_voice_audio"] = verdict
+        if evidence.similarity is not None:
+            details["voice_evidence"] = {"similarity": round(evidence.similarity, 4),
+                                         "separate": evidence.separate,
+                                         "voices": evidence.voices}
+            margin = abs(evidence.similarity - self._config.match_threshold)
+            confidences["second_voice"] = round(0.5 + 0.5 * min(1.0, margin / CONFIDENT_MARGIN),
+                                                3)
         lips = None
         if self.lips_moving is not None:
-            lips = self.lips_moving(window.centre - window.seconds / 2,
-                                    window.centre + window.seconds / 2)
+            lips = self.lips_moving(*window.span)
             details["lips_moving"] = lips
-        signals["second_voice"] = fuse_second_voice(mismatch, speech, lips)
+        signals["second_voice"] = fuse_second_voice(evidence, lips, self._config)
         return Observation(session_id=self._session_id, media_time=round(window.centre, 3),
                            detector=SpeakerDetector.name, signals=signals,
                            confidences=confidences, details=details,
                            processing_ms=(time.perf_counter() - started) * 1000)
 
-    def _learn(self, embedding: Embedding) -> None:
+    def _learn(self, embedding: Embedding, window: _Window) -> bool:
+        """Learn from this window; False when it was left out."""
+        if self._voices is not None and len(self._voices.heard(
+                *window.span, self._config.other_voice_seconds)) > 1:
+            return False  # two voices in this window: neither is learned from it
         self._learning.append(embedding)
         needed = max(1, round(self._config.enrollment_seconds / self._config.hop_seconds))
         if len(self._learning) >= needed:
             self.learn_now()
             log.info("session %s: candidate's voice learned", self._session_id)
+        return True
 
     def learn_now(self) -> Embedding | None:
         """Learn the voice from the speech windows seen so far, however few."""
@@ -546,3 +729,12 @@ class SpeakerStream(DetectorStream):
             self.voice = learn_voice(self._learning, LEARN_AGREE)
             self._learning = []
         return self.voice
+
+
+def _fill(samples: Floats) -> Floats:
+    """At least one embedding partial of audio: a short stretch of one voice is repeated
+    rather than padded with silence (silence would be part of the "voice")."""
+    if len(samples) >= WINDOW_SAMPLES:
+        return samples
+    filled: Floats = np.resize(samples, WINDOW_SAMPLES)
+    return filled

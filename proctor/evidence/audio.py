@@ -63,6 +63,12 @@ class AudioStreamInfo:
     silence: bytes
     bitrate: int
 
+    @classmethod
+    def for_config(cls, extradata: bytes, bitrate: int) -> AudioStreamInfo:
+        """The description of a track our encoder wrote at ``bitrate`` (one read back
+        from a file), with a fresh silent frame for its gaps."""
+        return cls(extradata, _silent_frame(bitrate), bitrate)
+
 
 def fill_gaps(packets: Sequence[AudioPacket], first: int, last: int,
               silence: bytes) -> list[AudioPacket]:

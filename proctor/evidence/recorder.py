@@ -11,11 +11,17 @@ carries the audio packets spanning its video, on the same clock: media time ``t`
 plays at clip time ``t - (media time of the clip's first video frame)`` in both
 tracks. A session that never sent audio gets video-only clips.
 
+While a clip records, its packets are also appended to a journal on disk
+(``clips_dir/.<clip_id>.journal.mp4``, fragmented MP4, see :class:`ClipJournal`): a
+process killed mid-clip leaves it there, and :func:`recover_clip` turns it into the
+clip at recovery. The journal is removed once the finished clip is stored.
+
 Threading: everything in :class:`EvidenceRecorder` runs on the event loop except the
-encoders and the MP4 writer, which run on the executor passed in. That executor must be
-a thread pool (the encoders' state cannot be pickled). One session never has more than
-one encode job in flight (it encodes both tracks), so its encoders are only ever
-touched by one thread at a time.
+encoders, the journals and the MP4 writer, which run on the executor passed in. That
+executor must be a thread pool (the encoders' state cannot be pickled). One session
+never has more than one encode job in flight (it encodes both tracks), so its encoders
+are only ever touched by one thread at a time; likewise its journal operations run one
+job at a time, in order.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import io
 import logging
 import math
@@ -105,6 +112,7 @@ class _PendingClip:
     flag_id: str
     start: float
     end: float | None = None  # None while the flag is still open
+    journal: ClipJournal | None = None  # on disk while it records, once it has video
 
 
 class _FrameGate:
@@ -347,6 +355,186 @@ def _clip_packets(packets: Sequence[EncodedPacket], fps: float,
     return out
 
 
+def span_audio(packets: Sequence[AudioPacket], stream: AudioStreamInfo, lo: float,
+               hi: float) -> AudioTrack | None:
+    """Audio covering [lo, hi) whole: the packets overlapping it, with silence in empty
+    slots and at either end, so the track spans the video exactly (to within a frame);
+    None without packets. ``packets`` are in pts order, on one grid."""
+    if not packets:
+        return None
+    grid = packets[0].pts % AAC_FRAME  # every packet's pts is on this grid
+    lo_s, hi_s = lo * AUDIO_RATE, hi * AUDIO_RATE
+    first = math.floor((lo_s - grid) / AAC_FRAME) * AAC_FRAME + grid
+    last = math.ceil((hi_s - grid) / AAC_FRAME) * AAC_FRAME + grid - AAC_FRAME
+    chosen = [p for p in packets if first <= p.pts <= last]
+    return AudioTrack(stream, fill_gaps(chosen, first, last, stream.silence))
+
+
+# -- journals: the clip being recorded, on disk as it is recorded ----------------------
+
+# A fragmented MP4 is playable up to its last whole fragment, while a plain one only
+# becomes readable when its index (moov) is written at close: a clip is journaled as
+# fragments while it records, so a crash (SIGKILL) leaves what was recorded recoverable.
+# A fragment starts at each keyframe and lasts at most a second (audio keeps it moving
+# if the camera stalls); flush_packets hands each one to the kernel at once, which is
+# all a killed process needs. delay_moov keeps each track's start (audio begins later
+# than video when the session's sound started later).
+_JOURNAL_OPTIONS = {
+    "movflags": "frag_keyframe+empty_moov+default_base_moof+delay_moov",
+    "frag_duration": "1000000",  # µs
+    "flush_packets": "1",
+    "max_interleave_delta": "1000000",  # µs: a silent track holds video back no longer
+}
+# The journal's timestamps start at 0; the media time of its first frame is kept here.
+_ORIGIN_TAG = "comment"
+_ORIGIN_PREFIX = "proctor-media-origin-pts="
+
+
+def journal_path(clips_dir: Path, clip_id: str) -> Path:
+    """Where clip ``clip_id`` is journaled while it records (hidden: not a clip yet)."""
+    return Path(clips_dir) / f".{clip_id}.journal.mp4"
+
+
+class ClipJournal:
+    """One clip's journal: the clip's media appended as fragments while it records.
+
+    Thread-confined like the encoders (the recorder runs its journal operations one at a
+    time on the executor). The file is opened on the first :meth:`append`; each video
+    packet is held until the next one arrives, which gives its exact duration.
+    """
+
+    def __init__(self, path: Path, stream: StreamInfo, audio: AudioStreamInfo | None,
+                 origin: int) -> None:
+        self.path = path
+        self._stream = stream
+        self._audio_info = audio
+        self._origin = origin  # video pts (TIME_BASE) of the journal's first frame
+        self._audio_origin = round(origin * TIME_BASE * AUDIO_RATE)
+        self._containers: tuple[av.container.OutputContainer, ...] = ()
+        self._video: Stream | None = None
+        self._audio: Stream | None = None
+        self._held: EncodedPacket | None = None
+        self._failed = False
+
+    def append(self, video: Sequence[EncodedPacket], audio: Sequence[AudioPacket]) -> None:
+        if self._failed:
+            return  # said once; what it holds stays for recovery
+        try:
+            self._append(video, audio)
+        except Exception:
+            self._failed = True
+            raise
+
+    def _append(self, video: Sequence[EncodedPacket], audio: Sequence[AudioPacket]) -> None:
+        if not self._containers:
+            self._open()
+        muxed: list[av.Packet[Stream]] = []
+        for packet in video:
+            if self._held is not None:
+                muxed.append(self._video_packet(self._held, packet.pts - self._held.pts))
+            self._held = packet
+        if self._audio is not None:
+            sound = [p for p in audio if p.pts >= self._audio_origin]
+            muxed += _audio_packets(sound, self._audio_origin, self._audio)
+        for out in sorted(muxed, key=_seconds):  # interleaved, as in a clip
+            self._containers[-1].mux(out)
+
+    def discard(self) -> None:
+        """Close and delete: the clip was written (or cannot be)."""
+        try:
+            self._close()
+        finally:
+            self.path.unlink(missing_ok=True)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = av.open(io.BytesIO(), "w", format="mp4")
+        out = av.open(str(self.path), "w", format="mp4", container_options=_JOURNAL_OPTIONS)
+        self._containers = (scratch, out)
+        out.metadata[_ORIGIN_TAG] = f"{_ORIGIN_PREFIX}{self._origin}"
+        self._video = _video_stream(scratch, out, self._stream)
+        if self._audio_info is not None:
+            self._audio = _audio_stream(scratch, out, self._audio_info)
+
+    def _video_packet(self, encoded: EncodedPacket, duration: int) -> av.Packet[Stream]:
+        assert self._video is not None
+        packet = av.Packet(encoded.data)
+        packet.pts = packet.dts = encoded.pts - self._origin
+        packet.duration = duration
+        packet.time_base = TIME_BASE
+        packet.is_keyframe = encoded.keyframe
+        packet.stream = self._video
+        return packet
+
+    def _close(self) -> None:
+        containers, self._containers = self._containers, ()
+        for container in reversed(containers):
+            container.close()
+
+
+def recover_clip(clips_dir: Path, clip_id: str, session_id: str, flag_id: str,
+                 config: EvidenceConfig) -> ClipRecord | None:
+    """After a crash: turn clip ``clip_id``'s journal into the clip (a plain MP4 like any
+    other, covering what was recorded up to the journal's last whole fragment); None when
+    no journal holds a frame of it. The journal is removed either way."""
+    journal = journal_path(clips_dir, clip_id)
+    if not journal.is_file():
+        return None
+    try:
+        read = _read_journal(journal, config)
+        if read is None:
+            log.info("clip %s: its journal holds no whole frame", clip_id)
+            return None
+        stream, packets, audio = read
+        path = Path(clips_dir) / f"{clip_id}.mp4"
+        size = write_mp4(path, stream, packets, audio)
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        log.warning("clip %s: its journal cannot be read: %s", clip_id, exc)
+        return None
+    finally:
+        journal.unlink(missing_ok=True)
+    return ClipRecord(clip_id=clip_id, session_id=session_id, flag_id=flag_id,
+                      path=str(path), start=packets[0].time, end=packets[-1].time,
+                      size_bytes=size, created_at=utc_now_iso())
+
+
+def _read_journal(journal: Path, config: EvidenceConfig,
+                  ) -> tuple[StreamInfo, list[EncodedPacket], AudioTrack | None] | None:
+    """The journal's packets on the media-time clock, with what a muxer needs."""
+    with av.open(str(journal)) as source:
+        tag = source.metadata.get(_ORIGIN_TAG, "")
+        origin = int(tag.removeprefix(_ORIGIN_PREFIX)) if tag.startswith(_ORIGIN_PREFIX) else 0
+        video_in = source.streams.video[0]
+        audio_in = source.streams.audio[0] if source.streams.audio else None
+        stream = StreamInfo(video_in.codec_context.width, video_in.codec_context.height,
+                            bytes(video_in.codec_context.extradata or b""), config.fps)
+        packets: list[EncodedPacket] = []
+        sound: list[AudioPacket] = []
+        audio_origin = round(origin * TIME_BASE * AUDIO_RATE)
+        # A journal cut short by the crash ends in a torn fragment: keep what came before.
+        with contextlib.suppress(av.FFmpegError):
+            for packet in source.demux():
+                if packet.pts is None or packet.time_base is None or packet.is_corrupt:
+                    continue
+                if packet.stream is video_in and (packets or packet.is_keyframe):
+                    pts = origin + round(packet.pts * packet.time_base / TIME_BASE)
+                    packets.append(EncodedPacket(pts, bytes(packet), packet.is_keyframe))
+                elif packet.stream is audio_in:
+                    pts = audio_origin + round(packet.pts * packet.time_base * AUDIO_RATE)
+                    sound.append(AudioPacket(pts, bytes(packet)))
+        audio_info = None
+        if audio_in is not None:
+            audio_info = AudioStreamInfo.for_config(
+                bytes(audio_in.codec_context.extradata or b""), config.audio_bitrate)
+    if not packets:
+        return None
+    audio = None
+    if audio_info is not None:
+        audio = span_audio(sound, audio_info, packets[0].time,
+                           packets[-1].time + 1 / config.fps)
+    return stream, packets, audio
+
+
 class EvidenceRecorder:
     """Rolling H.264 + AAC buffers of one session's media, and the clips cut from them.
 
@@ -399,6 +587,9 @@ class EvidenceRecorder:
         self._close_task: asyncio.Task[None] | None = None
         self._batch_seconds = batch_seconds
         self._closing = asyncio.Event()  # cuts a batch's wait short at close
+        # Journal operations (file writes), run in order, one executor job at a time.
+        self._journal_ops: deque[Callable[[], None]] = deque()
+        self._journal_task: asyncio.Task[None] | None = None
         self.encode_jobs = 0  # executor jobs run for encoding (batching keeps it low)
 
     # -- public API ------------------------------------------------------------
@@ -464,7 +655,8 @@ class EvidenceRecorder:
         if clip_id in self._pending:
             log.warning("evidence[%s]: clip %s is already open", self._session_id, clip_id)
             return
-        self._pending[clip_id] = _PendingClip(clip_id, flag_id, start)
+        clip = self._pending[clip_id] = _PendingClip(clip_id, flag_id, start)
+        self._start_journal(clip)  # its lead-in is already encoded
 
     def close_clip(self, clip_id: str, end: float) -> None:
         clip = self._pending.get(clip_id)
@@ -557,6 +749,7 @@ class EvidenceRecorder:
             self._audio_stream = self._audio_encoder.stream
             self._audio.extend(sound)
         if packets or sound:
+            self._feed_journals(packets, sound)
             self._finish_ready()
             self._trim()
 
@@ -636,6 +829,7 @@ class EvidenceRecorder:
         if not packets or self._stream is None:
             log.info("evidence[%s]: clip %s has no video in its time range; skipped",
                      self._session_id, clip.clip_id)
+            self._discard_journal(clip)
             return
         audio = self._cut_audio(packets[0].time, packets[-1].time + 1 / self._config.fps)
         self._spawn(self._write(clip, packets, self._stream, audio), f"clip:{clip.clip_id}")
@@ -651,18 +845,11 @@ class EvidenceRecorder:
         return [p for p in packets if p.pts <= cap]
 
     def _cut_audio(self, lo: float, hi: float) -> AudioTrack | None:
-        """Audio covering [lo, hi) whole: the packets overlapping it, with silence in
-        empty slots and at either end, so the track spans the video exactly (to within
-        a frame); None when the session has no audio."""
-        if not self._audio or self._audio_stream is None:
+        """Audio covering [lo, hi) whole (see :func:`span_audio`); None when the session
+        has no audio."""
+        if self._audio_stream is None:
             return None
-        grid = self._audio[0].pts % AAC_FRAME  # every packet's pts is on this grid
-        lo_s, hi_s = lo * AUDIO_RATE, hi * AUDIO_RATE
-        first = math.floor((lo_s - grid) / AAC_FRAME) * AAC_FRAME + grid
-        last = math.ceil((hi_s - grid) / AAC_FRAME) * AAC_FRAME + grid - AAC_FRAME
-        chosen = [p for p in self._audio if first <= p.pts <= last]
-        packets = fill_gaps(chosen, first, last, self._audio_stream.silence)
-        return AudioTrack(self._audio_stream, packets)
+        return span_audio(self._audio, self._audio_stream, lo, hi)
 
     async def _write(self, clip: _PendingClip, packets: list[EncodedPacket],
                      stream: StreamInfo, audio: AudioTrack | None) -> None:
@@ -674,6 +861,7 @@ class EvidenceRecorder:
         except Exception:
             log.exception("evidence[%s]: writing clip %s failed",
                           self._session_id, clip.clip_id)
+            self._discard_journal(clip)
             return
         record = ClipRecord(
             clip_id=clip.clip_id, session_id=self._session_id, flag_id=clip.flag_id,
@@ -685,6 +873,59 @@ class EvidenceRecorder:
         except Exception:
             log.exception("evidence[%s]: on_clip for %s failed",
                           self._session_id, clip.clip_id)
+        # Only now: until the clip is stored, a crash must still find its journal.
+        self._discard_journal(clip)
+
+    # -- journals ----------------------------------------------------------------
+
+    def _start_journal(self, clip: _PendingClip) -> None:
+        """Begin journaling ``clip`` with what is buffered of it, once there is video."""
+        if clip.journal is not None or self._stream is None:
+            return
+        packets = self._cut(clip.start - self._config.pre_seconds, math.inf)
+        if not packets:
+            return
+        audio = self._audio_stream if self._audio_encoder is not None else None
+        clip.journal = ClipJournal(journal_path(self._clips_dir, clip.clip_id),
+                                   self._stream, audio, packets[0].pts)
+        self._journal(clip.journal.append, packets, list(self._audio))
+
+    def _feed_journals(self, packets: Sequence[EncodedPacket],
+                       sound: Sequence[AudioPacket]) -> None:
+        for clip in self._pending.values():
+            if clip.journal is None:
+                self._start_journal(clip)  # the buffer holds the new packets too
+            else:
+                self._journal(clip.journal.append, list(packets), list(sound))
+
+    def _discard_journal(self, clip: _PendingClip) -> None:
+        if clip.journal is not None:
+            self._journal(clip.journal.discard)
+            clip.journal = None
+
+    def _journal(self, op: Callable[..., None], *args: Any) -> None:
+        self._journal_ops.append(functools.partial(op, *args))
+        if self._journal_task is None:
+            self._journal_task = self._spawn(self._journal_loop(), "journal")
+
+    async def _journal_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._journal_ops:
+                ops = list(self._journal_ops)
+                self._journal_ops.clear()
+                await loop.run_in_executor(self._executor, self._run_journal_ops, ops)
+        finally:
+            self._journal_task = None
+
+    def _run_journal_ops(self, ops: list[Callable[[], None]]) -> None:
+        """Executor side. A failing journal costs crash recovery that clip, nothing else:
+        the clip itself is still cut from memory."""
+        for op in ops:
+            try:
+                op()
+            except Exception:
+                log.exception("evidence[%s]: journal write failed", self._session_id)
 
     # -- lifecycle ---------------------------------------------------------------
 

@@ -95,6 +95,16 @@ def recommend(merged: Iterable[MergedFlag]) -> Recommendation:
     return Recommendation.REVIEW
 
 
+def with_answer_score(advice: Recommendation, final_score: float | None,
+                      pass_score: float) -> Recommendation:
+    """Once interview answers were scored, PASS also needs ``final_score`` of at least
+    ``pass_score`` (SPEC: 7/10); below it a person must look (REVIEW). The flags alone
+    decide FAIL."""
+    if advice == Recommendation.PASS and final_score is not None and final_score < pass_score:
+        return Recommendation.REVIEW
+    return advice
+
+
 RISK_CURVE_STEP_SECONDS = 2.0
 RISK_CURVE_MAX_POINTS = 1000
 

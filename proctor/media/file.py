@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import queue
+import struct
 import threading
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
 from proctor.config import PipelineConfig
-from proctor.media.limits import check_frame_shape, image_size
+from proctor.media.limits import FrameShapeError, check_frame_shape, image_size
 
 MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs
 
@@ -163,5 +165,11 @@ def decode_image(data: bytes, limits: PipelineConfig | None = None) -> npt.NDArr
             check_frame_shape(*image.size, limits)  # Pillow reads only the header here
             image.load()
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except FrameShapeError:
+        raise
+    # Pillow reports a broken file in many ways: a PNG chunk it cannot read is a
+    # SyntaxError, a cut one EOFError or struct.error, a bad palette ValueError (found
+    # by tests/fuzz/test_media_fuzz.py; each was a 500).
+    except (UnidentifiedImageError, OSError, EOFError, SyntaxError, ValueError, IndexError,
+            struct.error, zlib.error, Image.DecompressionBombError) as exc:
         raise MediaError("not an image (JPEG or PNG expected)") from exc

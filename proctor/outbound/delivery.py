@@ -20,11 +20,14 @@ from dataclasses import replace
 from datetime import datetime
 
 import aiohttp
+from yarl import URL
 
 from proctor.config import WebhooksConfig
+from proctor.crypto import SealError, TextCipher
 from proctor.flags.model import new_id, utc_now_iso
+from proctor.outbound.addresses import AddressPolicy, AddressRefused, GuardedResolver
 from proctor.outbound.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, signature_header
-from proctor.outbound.webhooks import DELIVERED, FAILED
+from proctor.outbound.webhooks import DELIVERED, FAILED, opened
 from proctor.store.base import (
     AttemptRecord,
     DeliveryRecord,
@@ -67,9 +70,11 @@ def next_state(delivery: DeliveryRecord, status_code: int | None, error: str | N
 class DeliveryWorker:
     """Claims due deliveries and sends up to ``webhooks.concurrency`` at once."""
 
-    def __init__(self, store: Store, config: WebhooksConfig) -> None:
+    def __init__(self, store: Store, config: WebhooksConfig, cipher: TextCipher) -> None:
         self.store = store
         self.config = config
+        self.cipher = cipher  # opens the webhooks' sealed secrets
+        self.policy = AddressPolicy(config.allowed_networks)
         self._wakeup = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -87,7 +92,11 @@ class DeliveryWorker:
 
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.config.timeout_seconds)
-        self._http = aiohttp.ClientSession(timeout=timeout,
+        # Every name is resolved through the policy, at each connection (no DNS cache),
+        # so a receiver's name that comes to point at a private address is refused then.
+        connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.policy),
+                                         use_dns_cache=False)
+        self._http = aiohttp.ClientSession(timeout=timeout, connector=connector,
                                            headers={"User-Agent": USER_AGENT})
         self._task = asyncio.create_task(self._run(), name="webhook-deliveries")
 
@@ -188,7 +197,7 @@ class DeliveryWorker:
                 return  # deleted meanwhile, with its deliveries
             at, started = utc_now_iso(), time.monotonic()
             if webhook.active:
-                status_code, error = await self._post(webhook, delivery)
+                status_code, error = await self._open_and_post(webhook, delivery)
             else:
                 status_code, error = None, "the webhook is inactive"
             attempt = AttemptRecord(attempt_id=new_id(), delivery_id=delivery.delivery_id,
@@ -208,6 +217,14 @@ class DeliveryWorker:
         except Exception:  # a task's error would otherwise vanish unseen
             log.exception("webhooks: delivery %s failed", delivery.delivery_id)
 
+    async def _open_and_post(self, webhook: WebhookRecord,
+                             delivery: DeliveryRecord) -> tuple[int | None, str | None]:
+        try:
+            webhook = opened(webhook, self.cipher)
+        except SealError as exc:
+            return None, f"not sent: the webhook's secret: {exc}"
+        return await self._post(webhook, delivery)
+
     async def _post(self, webhook: WebhookRecord,
                     delivery: DeliveryRecord) -> tuple[int | None, str | None]:
         """POST the signed body; (status code, error): error None means a 2xx."""
@@ -216,6 +233,8 @@ class DeliveryWorker:
         headers = {"Content-Type": "application/json", EVENT_ID_HEADER: delivery.event_id,
                    SIGNATURE_HEADER: signature_header(webhook.secret, body)}
         try:
+            # Names are checked by the resolver; an address in the URL never reaches it.
+            self.policy.check_literal(URL(webhook.url).host or "")
             # No redirects: the signature is for this URL's receiver, and a 3xx is
             # more often a misconfigured URL than a move.
             async with self._http.post(webhook.url, data=body, headers=headers,
@@ -228,6 +247,12 @@ class DeliveryWorker:
                                                                       else "")
         except TimeoutError:
             return None, f"no answer within {self.config.timeout_seconds:g} s"
+        except AddressRefused as exc:
+            return None, f"not sent: {exc}"
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, AddressRefused):  # from the resolver
+                return None, f"not sent: {exc.os_error}"
+            return None, f"{type(exc).__name__}: {exc}"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             return None, f"{type(exc).__name__}: {exc}"
 

@@ -10,18 +10,22 @@ deployment, not once per node.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from yarl import URL
 
+from proctor.crypto import WEBHOOK_SECRET_INFO, TextCipher
 from proctor.errors import ServiceError
 from proctor.flags.model import new_id, utc_now_iso
 from proctor.outbound import EVENT_TYPES
+from proctor.outbound.addresses import AddressPolicy, AddressRefused
 from proctor.store.base import (
     DeliveryRecord,
     SessionRecord,
@@ -30,6 +34,7 @@ from proctor.store.base import (
     StoreUnavailable,
     WebhookRecord,
 )
+from proctor.store.outbox import StoreOutbox
 
 log = logging.getLogger("proctor.webhooks")
 
@@ -90,66 +95,135 @@ def check_secret(secret: object) -> str:
     return secret
 
 
-def new_webhook(owner: str, body: dict[str, Any]) -> WebhookRecord:
+async def check_destination(url: str, policy: AddressPolicy) -> None:
+    """Refuse a URL whose host is, or resolves only to, an address the policy refuses."""
+    host = URL(url).host or ""
+    try:
+        await policy.check_name(host)
+    except AddressRefused as exc:
+        raise WebhookInputError(f"'url': {exc}") from exc
+
+
+async def new_webhook(owner: str, body: dict[str, Any],
+                      policy: AddressPolicy) -> WebhookRecord:
     """A webhook from a ``POST /webhooks`` body, checked."""
-    return WebhookRecord(webhook_id=new_id(), owner=owner, url=check_url(body.get("url")),
-                         events=check_events(body.get("events")),
-                         secret=check_secret(body.get("secret")), created_at=utc_now_iso())
+    url = check_url(body.get("url"))
+    events, secret = check_events(body.get("events")), check_secret(body.get("secret"))
+    await check_destination(url, policy)
+    return WebhookRecord(webhook_id=new_id(), owner=owner, url=url, events=events,
+                         secret=secret, created_at=utc_now_iso())
+
+
+def webhook_cipher(server_secret: bytes) -> TextCipher:
+    """Seals webhook secrets in the store under a key derived from the server's secret
+    (``auth.token_secret``, which every node of a deployment shares)."""
+    return TextCipher(server_secret, WEBHOOK_SECRET_INFO)
+
+
+def sealed(webhook: WebhookRecord, cipher: TextCipher) -> WebhookRecord:
+    """The record as the store keeps it: its secret sealed, bound to its id."""
+    return replace(webhook, secret=cipher.seal(webhook.webhook_id, webhook.secret))
+
+
+def opened(webhook: WebhookRecord, cipher: TextCipher) -> WebhookRecord:
+    """The record with its secret in the clear, for signing; SealError if it won't open."""
+    return replace(webhook, secret=cipher.open(webhook.webhook_id, webhook.secret))
 
 
 # Emitting -----------------------------------------------------------------------------
 
-def deliveries_for(webhooks: Sequence[WebhookRecord], event_type: str,
-                   session_id: str | None, data: dict[str, Any]) -> list[DeliveryRecord]:
-    """One delivery per webhook that wants ``event_type``; all carry the same event id
-    and the same body bytes (those are what gets signed and sent)."""
-    wanted = [w for w in webhooks if event_type in w.events]
-    if not wanted:
-        return []
+WEBHOOK_EVENT = "webhook_event"  # the outbox's kind for events waiting for the store
+
+
+@dataclass(frozen=True)
+class OutboundEvent:
+    """One event as its receivers will get it: id, time and body fixed when it happens,
+    so an event that waited out a store outage is sent as it was then."""
+
+    event_id: str
+    type: str
+    created_at: str
+    tenant: str  # whose webhooks hear of it
+    session_id: str | None
+    body: str  # the JSON bytes that are signed and sent
+
+
+def new_event(event_type: str, tenant: str, session_id: str | None,
+              data: dict[str, Any]) -> OutboundEvent:
     event_id, created_at = new_id(), utc_now_iso()
     body = json.dumps({"event_id": event_id, "type": event_type, "created_at": created_at,
                        "session_id": session_id, "data": data},
                       # default=str: an odd value in data must not cost the event.
                       separators=(",", ":"), default=str)
+    return OutboundEvent(event_id, event_type, created_at, tenant, session_id, body)
+
+
+def deliveries_of(webhooks: Sequence[WebhookRecord],
+                  event: OutboundEvent) -> list[DeliveryRecord]:
+    """One delivery per webhook that wants the event; all carry the same event id and
+    the same body bytes."""
     now = time.time()
-    return [DeliveryRecord(delivery_id=new_id(), webhook_id=w.webhook_id, event_id=event_id,
-                           type=event_type, session_id=session_id, body=body, status=PENDING,
-                           attempts=0, next_attempt_at=now, created_at=created_at)
-            for w in wanted]
+    return [DeliveryRecord(delivery_id=new_id(), webhook_id=w.webhook_id,
+                           event_id=event.event_id, type=event.type,
+                           session_id=event.session_id, body=event.body, status=PENDING,
+                           attempts=0, next_attempt_at=now, created_at=event.created_at)
+            for w in webhooks if event.type in w.events]
+
+
+def deliveries_for(webhooks: Sequence[WebhookRecord], event_type: str,
+                   session_id: str | None, data: dict[str, Any]) -> list[DeliveryRecord]:
+    """A new event's deliveries to ``webhooks`` (the tenant is theirs)."""
+    return deliveries_of(webhooks, new_event(event_type, "", session_id, data))
 
 
 class WebhookOutlet:
-    """Stores one delivery per interested webhook, then wakes the delivery worker."""
+    """Stores one delivery per interested webhook, then wakes the delivery worker.
+
+    With an outbox (:meth:`queue_through`), an event whose deliveries cannot be stored
+    because the store is away waits there and is stored when it is back; without one
+    it is lost, loudly."""
 
     def __init__(self, store: Store, wake: Callable[[], None] | None = None) -> None:
         self.store = store
         self._wake = wake or (lambda: None)
+        self._outbox: StoreOutbox | None = None
+
+    def queue_through(self, outbox: StoreOutbox) -> None:
+        """Let events wait out a store outage in ``outbox`` (before it opens)."""
+        outbox.handle(WEBHOOK_EVENT, self._store_payload)
+        self._outbox = outbox
 
     async def emit(self, event_type: str, session: SessionRecord,
                    data: dict[str, Any]) -> None:
         # A webhook hears of the sessions of its own tenant.
+        event = new_event(event_type, session.tenant, session.session_id, data)
         try:
-            stored = await self._store(event_type, session, data)
+            if self._outbox is not None:
+                await self._outbox.add(WEBHOOK_EVENT, session.session_id,
+                                       dataclasses.asdict(event))
+            else:
+                await self._store(event)
         except (StoreUnavailable, StoreIntegrityError):
             # Loudly: this event is lost to its webhooks. Never raised: the session's
             # flag and end paths must go on whatever happens to its listeners.
             log.exception("webhooks: could not store %s of session %s; its receivers "
                           "will not hear of it", event_type, session.session_id)
-            return
-        if stored:
-            self._wake()
 
-    async def _store(self, event_type: str, session: SessionRecord,
-                     data: dict[str, Any]) -> int:
-        """Store the event's deliveries; how many. A webhook deleted between the list and
-        the write breaks its foreign key: list again once, so the others still hear."""
+    async def _store_payload(self, payload: dict[str, Any]) -> None:
+        await self._store(OutboundEvent(**payload))
+
+    async def _store(self, event: OutboundEvent) -> None:
+        """Store the event's deliveries and wake the worker. A webhook deleted between
+        the list and the write breaks its foreign key: list again once, so the others
+        still hear."""
         for last in (False, True):
-            webhooks = await self.store.list_webhooks(session.tenant)
-            records = deliveries_for(webhooks, event_type, session.session_id, data)
+            webhooks = await self.store.list_webhooks(event.tenant)
+            records = deliveries_of(webhooks, event)
             try:
                 await self.store.add_deliveries(records)
-                return len(records)
+                break
             except StoreIntegrityError:
                 if last:
                     raise
-        return 0  # pragma: no cover - the loop returns or raises
+        if records:
+            self._wake()

@@ -1,10 +1,13 @@
 """How much the candidate's lips moved over a stretch of media time.
 
 The landmarks stage reports ``mouth_open`` (inner-lip gap over face height) for every
-analysed frame. Speech makes it jump from frame to frame; a listening face keeps it
-within the mesh's jitter. The speaker stage asks, for each 1.6 s audio window, what
-share of the frame-to-frame steps moved the mouth: 0 means the candidate's lips were
-still for the whole window, so speech heard then is someone else's.
+analysed frame where the mouth can be seen (a face large, bright and unhidden enough:
+``landmarks.mouth_measurable``). Speech makes it jump from frame to frame; a listening
+face keeps it within the mesh's jitter. The speaker stage asks, for each 1.6 s audio
+window, what share of the frame-to-frame steps moved the mouth: 0 means the
+candidate's lips were still for the whole window, which supports (never makes on its
+own) a doubtful voice being someone else's. A frame without ``mouth_open`` makes the
+window unknown (None), not still.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ class LipHistory:
         self._lock = threading.Lock()
 
     def add(self, media_time: float, mouth_open: float | None) -> None:
-        """``mouth_open`` None: no face in this frame (nothing can be said about lips)."""
+        """``mouth_open`` None: no face, or a mouth that cannot be seen, in this frame
+        (nothing can be said about the lips)."""
         with self._lock:
             self._frames.append((media_time, mouth_open))
             while self._frames and self._frames[0][0] < media_time - HISTORY_SECONDS:

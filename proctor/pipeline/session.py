@@ -95,7 +95,9 @@ class SessionPipeline:
         audio_streams = [(d.name, d.stream(context)) for d in detectors if d.media == "audio"]
         self.audio = AudioPath(session_id, config.pipeline.audio_chunk_seconds, audio_streams,
                                executor, self._observe_audio)
-        self._detector_sources = {d.name: d.source for d in detectors}
+        # "link" is the pipeline's own reading of the peer's media (video_lost, audio_lost).
+        self._detector_sources = {d.name: d.source for d in detectors} | {
+            "link": "peer-connection"}
         # Which detector spoke each signal: a flag's source is its main signal's detector.
         self._signal_sources: dict[str, str] = {
             signal: "browser-telemetry" for signal, _ in TELEMETRY_SIGNALS.values()}
@@ -125,14 +127,28 @@ class SessionPipeline:
         self.frames_refused = 0  # frames of a shape no camera makes: never analysed
         self.behaviour = BehaviourMeter()  # the report's four behavioural metrics
         self.media_connected = False  # set by the peer's owner (status; *_lost do not wait on it)
-        self.audio_expected = False  # an audio track arrived: its silence now means something
+        self._live_since: float | None = None  # when start() ran: silence counts from then
+        self._audio_expected_at: float | None = None  # when an audio track first arrived
         self._last_frame_at: float | None = None
         self._last_audio_at: float | None = None
         self._closed = False
 
     # Input ------------------------------------------------------------------------
 
+    @property
+    def audio_expected(self) -> bool:
+        """An audio track arrived: its silence now means something (audio_lost)."""
+        return self._audio_expected_at is not None
+
+    @audio_expected.setter
+    def audio_expected(self, expected: bool) -> None:
+        if not expected:
+            self._audio_expected_at = None
+        elif self._audio_expected_at is None:
+            self._audio_expected_at = self._now()
+
     def start(self) -> None:
+        self._live_since = self._now()
         self._tasks.spawn(self._analysis_loop(), "analysis")
         self._tasks.spawn(self._status_loop(), "status")
         self._tasks.spawn(self.audio.run(), "audio")
@@ -341,18 +357,29 @@ class SessionPipeline:
         # Only silence is reported: while media flows, the stages' own signals
         # (video_frozen, audio_silent) say all is well, at their own media times. A
         # wall-clock "0" here would interleave with those and break their runs.
-        pipeline = self.config.pipeline
         signals = {}
-        if self._quiet(self._last_frame_at, pipeline.video_timeout_seconds):
+        if self._video_quiet():
             signals["video_lost"] = 1.0
-        if self.audio_expected and self._quiet(self._last_audio_at,
-                                               pipeline.audio_timeout_seconds):
+        if self._audio_quiet():
             signals["audio_lost"] = 1.0
         if not signals:
             self.last_observations.pop("link", None)
             return []
         return [Observation(session_id=self.session_id, media_time=media_time,
                             detector="link", signals=signals)]
+
+    def _video_quiet(self) -> bool:
+        # A track that never delivers is as lost as one that stopped: before the first
+        # frame, the silence counts from going live.
+        last = self._last_frame_at if self._last_frame_at is not None else self._live_since
+        return self._quiet(last, self.config.pipeline.video_timeout_seconds)
+
+    def _audio_quiet(self) -> bool:
+        if self._audio_expected_at is None:
+            return False
+        last = self._last_audio_at if self._last_audio_at is not None \
+            else self._audio_expected_at
+        return self._quiet(last, self.config.pipeline.audio_timeout_seconds)
 
     def _quiet(self, last: float | None, timeout: float) -> bool:
         return last is None or self._now() - last > timeout
@@ -374,7 +401,12 @@ class SessionPipeline:
         while True:
             await asyncio.sleep(self.config.pipeline.status_interval_seconds)
             if not self.clock.started:
-                continue
+                if not (self._video_quiet() or self._audio_quiet()):
+                    continue
+                # Live, and no media came within the timeout: the session's time starts
+                # here (media time 0), so video_lost / audio_lost run on the same rule
+                # and thresholds as for media that stopped.
+                self.clock.start()
             media_time = self.clock.now()
             # Between frames, this tick lets "hidden for 10 s" or "no video" move on.
             await self._feed(media_time, self._link(media_time))
@@ -437,7 +469,10 @@ class SessionPipeline:
 
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    # threads=1: PyAV's default (0, automatic) builds a new swscale context with a
+    # thread per core for every call and joins them after it, two thread starts per
+    # analysed frame for a conversion of ~0.15 ms; the stages already run in parallel.
     if frame.width > ANALYSIS_MAX_WIDTH:
         height = round(frame.height * ANALYSIS_MAX_WIDTH / frame.width / 2) * 2
-        frame = frame.reformat(width=ANALYSIS_MAX_WIDTH, height=height)
-    return np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
+        frame = frame.reformat(width=ANALYSIS_MAX_WIDTH, height=height, threads=1)
+    return np.asarray(frame.to_ndarray(format="rgb24", threads=1), dtype=np.uint8)

@@ -13,7 +13,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from proctor.config import ScoringConfig
+from proctor.flags.scoring import Recommendation, with_answer_score
 from proctor.report import BEHAVIOURAL_METRICS, build_report, flag_with_review
+from proctor.review.answers import answer_section
 from proctor.store.base import ReviewRecord, SessionRecord, Store
 
 
@@ -43,6 +45,15 @@ async def current_report(store: Store, record: SessionRecord,
                            decision=decisions[-1] if decisions else None,
                            breaks=await store.list_breaks(sid),
                            interrupted="interrupted" in stored)
+    # Interview answers, when scored (proctor/review/interviews.py): their section, and
+    # the PASS rule's answer-score condition on both recommendations.
+    answers = answer_section(await store.list_answer_scores(sid))
+    if answers is not None:
+        rebuilt["answer_scoring"] = answers
+        for key in ("recommendation", "ai_recommendation"):
+            rebuilt[key] = str(with_answer_score(Recommendation(rebuilt[key]),
+                                                 answers["final_score"],
+                                                 config.answers.pass_score))
     return {**stored, **rebuilt}
 
 

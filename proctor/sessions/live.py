@@ -15,19 +15,26 @@ from typing import Any, Protocol
 
 from proctor.bus import EventBus, Message, session_topic
 from proctor.flags.messages import CANDIDATE_MESSAGES
+from proctor.flags.model import Flag
 from proctor.flags.tracker import FlagChange, FlagEvent
 from proctor.media.clock import MediaClock
 from proctor.media.taps import FrameTaps
 from proctor.media.webrtc import TrackReader
 from proctor.outbound import EventOutlet
 from proctor.pipeline.session import SessionPipeline
-from proctor.store.base import BreakRecord, SessionRecord, Store
+from proctor.store.base import BreakRecord, SessionRecord
 
 
 class CandidateLink(Protocol):
     """The candidate's message channel (signaling's bounded DataChannel sender)."""
 
     def send(self, message: dict[str, Any]) -> bool: ...
+
+
+class FlagStore(Protocol):
+    """Where flags are kept: the store, or the outbox in front of it."""
+
+    async def save_flag(self, flag: Flag) -> None: ...
 
 
 class Peer(Protocol):
@@ -65,7 +72,7 @@ class LiveSession:
 class SessionOutlet:
     """The pipeline's sink: store first, then the candidate's channel and the bus."""
 
-    def __init__(self, session: LiveSession, store: Store, bus: EventBus,
+    def __init__(self, session: LiveSession, store: FlagStore, bus: EventBus,
                  outlet: EventOutlet) -> None:
         self._session = session
         self._store = store

@@ -5,6 +5,11 @@ with its live sessions and capacity, and stores each of its live sessions' media
 so that whoever finishes a session for a dead node knows where its media stopped. Each
 beat it also claims nodes silent for ``nodes.dead_after_seconds``: the claim is atomic
 in the store, so exactly one survivor finishes each dead node's sessions.
+
+A node judges others only once it has itself beaten without a break for a whole
+``nodes.dead_after_seconds``: after a store outage every node's last beat is old, and
+the living need that long to show they are alive again. Without the wait, the first
+node back would take every other node for dead and interrupt their sessions.
 """
 
 from __future__ import annotations
@@ -50,8 +55,11 @@ class NodeRegistry:
     def __init__(self, config: Config, store: Store, node_id: str, address: str, *,
                  live_media_times: Callable[[], dict[str, float]],
                  capacity: Callable[[], int],
-                 finish_dead_node: Callable[[str], Awaitable[None]]) -> None:
+                 finish_dead_node: Callable[[str], Awaitable[None]],
+                 clock: Callable[[], float] = time.time) -> None:
         self._config = config
+        self._clock = clock
+        self._beating_since: float | None = None  # first beat since start or a failure
         self._store = store
         self.node_id = node_id
         self.address = address
@@ -84,16 +92,27 @@ class NodeRegistry:
 
     async def beat(self) -> None:
         media_times = self._live_media_times()
-        await self._store.heartbeat_node(NodeRecord(
-            node_id=self.node_id, address=self.address, started_at=self._started_at,
-            heartbeat_at=time.time(), live_sessions=len(media_times),
-            capacity=self._capacity(), status=NodeStatus.UP))
+        now = self._clock()
+        try:
+            await self._store.heartbeat_node(NodeRecord(
+                node_id=self.node_id, address=self.address, started_at=self._started_at,
+                heartbeat_at=now, live_sessions=len(media_times),
+                capacity=self._capacity(), status=NodeStatus.UP))
+        except StoreUnavailable:
+            self._beating_since = None
+            raise
+        if self._beating_since is None:
+            self._beating_since = now
         for session_id, media_time in media_times.items():
             await self._store.update_session(session_id, media_time=media_time)
 
     async def sweep(self) -> list[str]:
-        """Claim the nodes that stopped beating and finish their sessions."""
-        stale_before = time.time() - self._config.nodes.dead_after_seconds
+        """Claim the nodes that stopped beating and finish their sessions (none until
+        this node has beaten for a whole ``dead_after_seconds`` itself)."""
+        now, window = self._clock(), self._config.nodes.dead_after_seconds
+        if self._beating_since is None or now - self._beating_since < window:
+            return []
+        stale_before = now - window
         dead = [n for n in await self._store.claim_stale_nodes(stale_before)
                 if n != self.node_id]
         for node_id in dead:

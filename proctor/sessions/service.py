@@ -56,8 +56,10 @@ from proctor.store.base import (
     SessionRecord,
     SessionStatus,
     Store,
+    StoreUnavailable,
     TranscriptSegment,
 )
+from proctor.store.outbox import StoreOutbox
 from proctor.threads import named_pool
 from proctor.transcript import transcript_document
 from proctor.transcript.worker import SpeechToText, TranscriptWorker
@@ -106,6 +108,13 @@ class SessionService:
         self.detectors = detectors
         self.rules = rules_from_config(config.flags.rules)
         self.clips: ClipStorage = clip_storage(store, config.clips_in_store)
+        # Live sessions' flags, events, transcript and clips: through a local outbox
+        # while the store is away, so analysis goes on and nothing is lost.
+        self.outbox = StoreOutbox(store, config.outbox_path, clips=self.clips,
+                                  max_records=config.outbox.max_records,
+                                  retry_seconds=config.outbox.retry_seconds,
+                                  on_depth=metrics.outbox_depth.set,
+                                  on_replayed=metrics.outbox_replayed.inc)
         self.inference = named_pool(config.pipeline.workers, "infer")
         self.encoding = named_pool(config.pipeline.workers, "evidence")
         self.sessions: dict[str, LiveSession] = {}
@@ -133,6 +142,7 @@ class SessionService:
         self.capacity = await plan_capacity(self.config, self.detectors, self.inference)
         self.metrics.sessions_capacity.set(self.capacity.max_sessions)
         await self.router.start()
+        await self._replay_outbox()
         await self._finish_own_orphans()
         await self.nodes.start()
         self._regulating = asyncio.get_running_loop().create_task(
@@ -143,6 +153,12 @@ class SessionService:
         for session in list(self.sessions.values()):
             try:
                 await self.end(session.record)
+            except StoreUnavailable as exc:
+                # Its flags close into the outbox; at the next start they are replayed
+                # and the session is finished as interrupted, with all of them.
+                log.error("session %s: cannot end at shutdown, the store is away: %s",
+                          session.session_id, exc)
+                await self._stop_quietly(session)
             except Exception:
                 log.exception("session %s: ending at shutdown failed", session.session_id)
         for task in list(self._background):  # transcripts still catching up are cut short
@@ -153,6 +169,7 @@ class SessionService:
             self._regulating.cancel()
         await self.nodes.close()
         await self.router.close()
+        await self.outbox.close()  # what the store did not take is replayed at next start
         self.inference.shutdown(wait=True, cancel_futures=True)
         self.encoding.shutdown(wait=True)
 
@@ -233,6 +250,12 @@ class SessionService:
         """Give a new session a slot, or refuse it (503) with nothing stored or changed."""
         if self.live_count() >= self.capacity.max_sessions:
             self._refuse(session_id)
+        if self.outbox.full:
+            raise ServiceError(503, "store_backlog",
+                               f"This server holds {self.outbox.depth} records the database "
+                               "has not taken yet; it starts no new session until it has. "
+                               f"Please try again in {RETRY_AFTER_SECONDS} s.",
+                               headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         self._admitting.add(session_id)
 
     def _refuse(self, session_id: str) -> None:
@@ -251,7 +274,7 @@ class SessionService:
         session.pipeline = SessionPipeline(
             session_id=record.session_id, candidate_id=record.candidate_id,
             config=self.config, detectors=self.detectors, executor=self.inference,
-            rules=rules, sink=SessionOutlet(session, self.store, self.bus, self.outlet),
+            rules=rules, sink=SessionOutlet(session, self.outbox, self.bus, self.outlet),
             metrics=self.metrics, clock=session.clock, evidence=evidence,
             enrollment=enrollment, transcript=self._transcript_worker(record.session_id))
         self.regulator.join(session.pipeline)
@@ -313,14 +336,14 @@ class SessionService:
                 raise
             # The owner is away: keep the events (nothing is lost), without media time.
             for event, _ in events:
-                await self.store.add_event(event)
+                await self.outbox.add_event(event)
 
     async def _record_events_here(self, session_id: str,
                                   events: list[tuple[EventRecord, float]]) -> None:
         session = self.sessions.get(session_id)
         for event, age in events:
             event.media_time = _media_time_of(session, age)
-            await self.store.add_event(event)
+            await self.outbox.add_event(event)
             if session is not None and session.pipeline is not None \
                     and event.media_time is not None:
                 await session.pipeline.record_event(event.type, event.media_time)
@@ -384,6 +407,7 @@ class SessionService:
 
     async def _end_here(self, record: SessionRecord, actor: str = "system") -> dict[str, Any]:
         async with self._lock(record.session_id):
+            await self.outbox.flush()  # the store away: 503 now, before anything stops
             stored = await self.store.get_session(record.session_id)
             if stored is not None and stored.status in FINISHED and stored.report is not None:
                 return stored.report  # ended meanwhile (on its owner, or by recovery)
@@ -397,6 +421,7 @@ class SessionService:
             transcript_done = True
             if session is not None:
                 stats = await self._stop(session)
+                await self.outbox.flush()  # the flags closed just now, if they queued
                 await self._forget_unwritten_clips(record)
                 transcript_done = await self._finish_transcript(session)
             if session is not None and session.current_break is not None:
@@ -449,6 +474,13 @@ class SessionService:
         session.ended.set()
         return stats
 
+    async def _stop_quietly(self, session: LiveSession) -> None:
+        self.sessions.pop(session.session_id, None)
+        try:
+            await self._stop(session)
+        except Exception:
+            log.exception("session %s: stopping at shutdown failed", session.session_id)
+
     # Dead nodes and crashes --------------------------------------------------------
 
     async def _finish_dead_node(self, node_id: str) -> None:
@@ -458,6 +490,16 @@ class SessionService:
             except Exception:
                 log.exception("session %s of dead node %s: could not finish it",
                               record.session_id, node_id)
+
+    async def _replay_outbox(self) -> None:
+        """Replay what an earlier run left in the outbox, then keep replaying in the
+        background: first, so the sessions finished next get every flag in their report."""
+        await self.outbox.open()
+        try:
+            await self.outbox.flush()
+        except StoreUnavailable as exc:
+            log.error("outbox: %d record(s) wait for the store (%s)", self.outbox.depth, exc)
+        self.outbox.start()
 
     async def _finish_own_orphans(self) -> None:
         """Sessions this node id held when its process last stopped without ending them
@@ -521,7 +563,7 @@ class SessionService:
                                 max_queue_seconds=settings.max_queue_seconds)
 
     async def _transcript_segment(self, segment: TranscriptSegment) -> None:
-        await self.store.add_transcript_segment(segment)
+        await self.outbox.add_transcript_segment(segment)
         await self.bus.publish(session_topic(segment.session_id),
                                {"type": "transcript", "session_id": segment.session_id,
                                 "segment": segment.to_dict()})
@@ -549,9 +591,15 @@ class SessionService:
     async def _store_transcript(self, record: SessionRecord) -> None:
         if record.report is None:
             return
+        await self.outbox.flush()  # segments written while the store was away, first
         transcript = transcript_document(await self.store.list_transcript(record.session_id))
-        record.report["transcript"] = {**transcript, "complete": True}
-        await self.store.update_session(record.session_id, report=record.report)
+        # The stored report, not the one built at the end: a review or a scoring may have
+        # refreshed it while the transcript was being finished.
+        fresh = await self.store.get_session(record.session_id)
+        report = dict(fresh.report if fresh is not None and fresh.report else record.report)
+        report["transcript"] = {**transcript, "complete": True}
+        record.report = report
+        await self.store.update_session(record.session_id, report=report)
 
     def _track(self, task: asyncio.Task[Any]) -> None:
         self._background.add(task)
@@ -560,8 +608,7 @@ class SessionService:
     # Clips and load ----------------------------------------------------------------
 
     async def _clip_written(self, clip: ClipRecord) -> None:
-        clip = await self.clips.keep(clip)
-        await self.store.save_clip(clip)
+        clip = await self.outbox.save_clip(clip)  # kept (clips: store) and recorded
         self.metrics.clips_written.inc()
         await self.bus.publish(session_topic(clip.session_id),
                                {"type": "clip", "session_id": clip.session_id,

@@ -265,6 +265,69 @@ class AttemptRecord:
     duration_ms: float
 
 
+@dataclass
+class KbDocument:
+    """A knowledge-base document of one tenant: a rubric or a reference text."""
+
+    doc_id: str
+    tenant: str
+    kind: str  # "rubric" | "reference"
+    text: str
+    title: str = ""
+    role: str | None = None  # None: applies to every role (likewise level, topic)
+    level: str | None = None
+    topic: str | None = None
+    model: str = ""  # the embedding model its chunks' vectors come from
+    created_at: str = ""
+
+
+@dataclass
+class KbChunk:
+    """A piece of a document with its sentence embedding (float32 little-endian bytes).
+
+    Reads (``list_kb_chunks``) also fill in the document's fields the retrieval filters
+    on and shows with each hit; writes take them from the document."""
+
+    chunk_id: str
+    doc_id: str
+    seq: int  # its place in the document, from 0
+    text: str
+    vector: bytes
+    tenant: str = DEFAULT_TENANT
+    kind: str = ""
+    title: str = ""
+    role: str | None = None
+    level: str | None = None
+    topic: str | None = None
+
+
+@dataclass
+class QuestionRecord:
+    """An interview question and when it was asked, in the session's media seconds."""
+
+    session_id: str
+    question_id: str
+    text: str
+    asked_at: float
+    created_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"question_id": self.question_id, "text": self.text,
+                "asked_at": round(self.asked_at, 3)}
+
+
+@dataclass
+class AnswerScoreRecord:
+    """One scored answer: ``result`` is its API shape (score, criteria, citations)."""
+
+    session_id: str
+    question_id: str
+    score: float  # 0-10
+    scorer: str  # "local" or "llm:<model>"
+    result: dict[str, Any]
+    created_at: str
+
+
 class Store(Protocol):
     async def open(self) -> None:
         """Connect and apply pending migrations."""
@@ -438,6 +501,39 @@ class Store(Protocol):
 
     async def list_transcript(self, session_id: str) -> list[TranscriptSegment]:
         """The session's transcript segments by media start."""
+
+    # Interviews: the knowledge base, questions, answer scores (proctor/store/kb_sql.py)
+    async def add_kb_document(self, document: KbDocument, chunks: list[KbChunk]) -> None:
+        """Store a document and its chunks in one transaction."""
+
+    async def get_kb_document(self, doc_id: str, tenant: str) -> KbDocument | None:
+        """The tenant's document (None for another tenant's)."""
+
+    async def list_kb_documents(self, tenant: str, limit: int = 100) -> list[KbDocument]:
+        """The tenant's documents, newest first."""
+
+    async def delete_kb_document(self, doc_id: str, tenant: str) -> bool:
+        """Delete it with its chunks; False when the tenant has no such document."""
+
+    async def list_kb_chunks(self, tenant: str, kind: str | None = None,
+                             role: str | None = None, level: str | None = None,
+                             topic: str | None = None) -> list[KbChunk]:
+        """The tenant's chunks with their documents' fields, by document then seq. A
+        role, level or topic filter keeps documents with that value and those that
+        leave it unset (general ones); kind is matched exactly."""
+
+    async def save_questions(self, records: list[QuestionRecord]) -> None:
+        """Insert, or replace by (session_id, question_id), in one transaction."""
+
+    async def list_questions(self, session_id: str) -> list[QuestionRecord]:
+        """The session's questions by asked_at."""
+
+    async def replace_answer_scores(self, session_id: str,
+                                    records: list[AnswerScoreRecord]) -> None:
+        """The session's answer scores become ``records`` (one transaction)."""
+
+    async def list_answer_scores(self, session_id: str) -> list[AnswerScoreRecord]:
+        """By question_id."""
 
     # Retention (proctor/store/retention_sql.py)
     async def purge_expired(self, before: dict[str, str], dry_run: bool = False,

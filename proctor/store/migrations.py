@@ -296,6 +296,58 @@ UPDATE webhooks SET owner = 'default'
 # the new table, the copy and the rename. webhooks.owner held the making key's id; it
 # now holds the tenant (every key before this migration was of "default").
 
+_V8_SQL = """
+CREATE TABLE kb_documents (
+    doc_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    role TEXT,
+    level TEXT,
+    topic TEXT,
+    title TEXT NOT NULL,
+    text TEXT NOT NULL,
+    model TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX kb_documents_tenant_idx ON kb_documents (tenant, created_at);
+
+CREATE TABLE kb_chunks (
+    chunk_id TEXT PRIMARY KEY,
+    doc_id TEXT NOT NULL REFERENCES kb_documents (doc_id) ON DELETE CASCADE,
+    tenant TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    vector {BLOB} NOT NULL
+);
+CREATE INDEX kb_chunks_tenant_idx ON kb_chunks (tenant, doc_id, seq);
+
+CREATE TABLE interview_questions (
+    session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+    question_id TEXT NOT NULL,
+    text TEXT NOT NULL,
+    asked_at DOUBLE PRECISION NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (session_id, question_id)
+);
+CREATE INDEX interview_questions_order_idx ON interview_questions (session_id, asked_at);
+
+CREATE TABLE answer_scores (
+    session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+    question_id TEXT NOT NULL,
+    score DOUBLE PRECISION NOT NULL,
+    scorer TEXT NOT NULL,
+    result TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (session_id, question_id)
+)
+"""
+# The knowledge base is per tenant (every read filters on it); a chunk repeats its
+# document's tenant so a search reads one table by one index. vector is the chunk's
+# sentence embedding (float32, little-endian) of the model named on its document: BM25
+# and the vector search run in process, so no extension (pgvector) is needed.
+# Questions and answer scores belong to a session and go with it (erasure, retention);
+# scoring replaces a session's answer_scores whole, so rescoring is idempotent.
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "api keys, sessions, flags, clips, events", _V1_SQL),
     Migration(2, "enrollments (sealed face embeddings)", _V2_SQL),
@@ -304,6 +356,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "reviews, decisions, breaks, audit", _V5_SQL),
     Migration(6, "webhooks, their deliveries and attempts", _V6_SQL),
     Migration(7, "tenants: keys, sessions, enrollments and webhooks", _V7_SQL),
+    Migration(8, "interviews: knowledge base, questions, answer scores", _V8_SQL),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -35,6 +35,7 @@ from proctor.store.base import (
     SessionStatus,
     TranscriptSegment,
 )
+from proctor.store.kb_sql import KbQueries
 from proctor.store.migrations import current_version
 from proctor.store.retention_sql import RetentionQueries
 from proctor.store.review_sql import ReviewQueries
@@ -85,9 +86,9 @@ _NODE_UPSERT = upsert("nodes", _NODE_COLUMNS)
 _CLIP_DATA_UPSERT = upsert("clip_data", "clip_id, session_id, data")
 
 
-class SqlStore(ReviewQueries, WebhookQueries, RetentionQueries, SqlBase):
+class SqlStore(ReviewQueries, WebhookQueries, RetentionQueries, KbQueries, SqlBase):
     """Every Store method over :meth:`_connection`, which subclasses provide. The
-    review/audit and webhook queries live in their own modules (mixins)."""
+    review/audit, webhook and interview queries live in their own modules (mixins)."""
 
     @abstractmethod
     async def open(self) -> None: ...

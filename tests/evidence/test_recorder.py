@@ -183,6 +183,7 @@ async def test_clip_covers_flag_with_padding(
     assert (record.clip_id, record.session_id, record.flag_id) == ("clip-a", "sess-1", "flag-a")
     assert record.size_bytes == path.stat().st_size
     assert record.content_type == "video/mp4" and record.created_at.endswith("Z")
+    await recorder.aclose()  # the clip's journal goes once the clip is stored
     assert [p.name for p in path.parent.iterdir()] == ["clip-a.mp4"], "no temp files left"
 
     indices, times = decode_clip(path)

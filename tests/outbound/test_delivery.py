@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -13,15 +14,19 @@ import pytest
 
 from proctor.config import WebhooksConfig
 from proctor.outbound import EVENT_TYPES
+from proctor.outbound.addresses import AddressPolicy
 from proctor.outbound.delivery import DeliveryWorker, next_state, retry_delay
 from proctor.outbound.signing import verify_signature
-from proctor.outbound.webhooks import WebhookOutlet, new_webhook
+from proctor.outbound.webhooks import WebhookOutlet, new_webhook, sealed, webhook_cipher
 from proctor.store.base import DeliveryRecord, SessionRecord, Store, WebhookRecord
+from proctor.store.outbox import StoreOutbox
 from proctor.store.sqlite import SqliteStore
 from tests.outbound.receiver import Receiver, fail_first
 
 FAST = WebhooksConfig(timeout_seconds=1.0, retry_initial_seconds=0.2, retry_max_seconds=1.0,
-                      poll_seconds=0.05, lease_seconds=5.0, concurrency=4)
+                      poll_seconds=0.05, lease_seconds=5.0, concurrency=4,
+                      allowed_networks=("127.0.0.0/8",))  # the receivers are on loopback
+CIPHER = webhook_cipher(b"delivery-test-server-secret")
 
 
 def session(owner: str | None = "k1", session_id: str = "s1") -> SessionRecord:
@@ -48,7 +53,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 @pytest.fixture
 async def worker(store: Store) -> AsyncIterator[DeliveryWorker]:
-    w = DeliveryWorker(store, FAST)
+    w = DeliveryWorker(store, FAST, CIPHER)
     await w.start()
     yield w
     await w.close()
@@ -56,8 +61,10 @@ async def worker(store: Store) -> AsyncIterator[DeliveryWorker]:
 
 async def register(store: Store, url: str, owner: str = "k1",
                    events: list[str] | None = None) -> WebhookRecord:
-    webhook = new_webhook(owner, {"url": url, "events": events})
-    await store.add_webhook(webhook)
+    """A webhook stored as the app stores it (secret sealed); returned in the clear."""
+    webhook = await new_webhook(owner, {"url": url, "events": events},
+                                AddressPolicy(FAST.allowed_networks))
+    await store.add_webhook(sealed(webhook, CIPHER))
     return webhook
 
 
@@ -181,7 +188,7 @@ async def test_silence_and_refused_connections_are_failed_attempts(
     gone = await Receiver().start()
     gone_url = gone.url
     await gone.close()  # nothing listens there any more
-    worker = DeliveryWorker(store, config)
+    worker = DeliveryWorker(store, config, CIPHER)
     await worker.start()
     try:
         silent = await register(store, slow.url)
@@ -203,7 +210,7 @@ async def test_silence_and_refused_connections_are_failed_attempts(
 
 async def test_at_most_concurrency_deliveries_are_in_flight(store: Store) -> None:
     receiver = await Receiver(delay_seconds=0.2).start()
-    worker = DeliveryWorker(store, FAST)  # concurrency 4
+    worker = DeliveryWorker(store, FAST, CIPHER)  # concurrency 4
     await worker.start()
     try:
         await register(store, receiver.url)
@@ -221,7 +228,7 @@ async def test_at_most_concurrency_deliveries_are_in_flight(store: Store) -> Non
 async def test_a_retry_goes_out_when_due_not_at_the_next_poll(store: Store) -> None:
     config = replace(FAST, poll_seconds=5.0, retry_initial_seconds=0.3)
     receiver = await Receiver(fail_first).start()
-    worker = DeliveryWorker(store, config)
+    worker = DeliveryWorker(store, config, CIPHER)
     await worker.start()
     try:
         await register(store, receiver.url)
@@ -246,3 +253,37 @@ async def test_deleting_a_webhook_stops_its_retries(store: Store,
         await receiver.close()
     assert len(receiver.received) == 1
     assert await store.list_deliveries(webhook.webhook_id) == []
+
+
+async def test_an_event_waits_out_a_store_outage_in_the_outbox(tmp_path: Path) -> None:
+    """The store away when the event happens, and the process restarted before it is
+    back: the event's deliveries are stored on replay, as the event was (id, time)."""
+    path = tmp_path / "p.db"
+    store = SqliteStore(path)
+    await store.open()
+    webhook = await register(store, "https://a.test/hook")
+    await store.close()  # the store goes away
+    outbox = StoreOutbox(store, tmp_path / "outbox.db")
+    outlet = WebhookOutlet(store)
+    outlet.queue_through(outbox)
+    await outbox.open()
+    await outlet.emit("flag.opened", session(), {"flag": {"kind": "face_absent"}})
+    assert outbox.depth == 1
+    await outbox.close()  # ... and the node restarts while it is away
+
+    await store.open()
+    wakes: list[int] = []
+    try:
+        outbox = StoreOutbox(store, tmp_path / "outbox.db")
+        WebhookOutlet(store, wake=lambda: wakes.append(1)).queue_through(outbox)
+        await outbox.open()
+        await outbox.flush()
+        await outbox.close()
+        [delivery] = await store.list_deliveries(webhook.webhook_id)
+    finally:
+        await store.close()
+    body = json.loads(delivery.body)
+    assert (delivery.type, body["type"], body["data"]) == (
+        "flag.opened", "flag.opened", {"flag": {"kind": "face_absent"}})
+    assert delivery.created_at == body["created_at"] and delivery.event_id == body["event_id"]
+    assert wakes == [1] and outbox.depth == 0

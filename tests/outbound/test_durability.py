@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
+from proctor.outbound.addresses import AddressPolicy
 from proctor.outbound.signing import verify_signature
-from proctor.outbound.webhooks import deliveries_for, new_webhook
+from proctor.outbound.webhooks import deliveries_for, new_webhook, sealed, webhook_cipher
 from proctor.store.base import SessionRecord, Store, WebhookRecord
 from proctor.store.sqlite import SqliteStore
 from signaling.app import create_app
@@ -27,6 +28,10 @@ from tests.pgserver import drop_schema, new_schema, schema_url
 
 AppClient = Callable[..., Awaitable[TestClient]]
 FAST = {"poll_seconds": 0.05, "timeout_seconds": 2.0, "lease_seconds": 5.0}
+# Every node of a deployment shares the server secret; webhook secrets are sealed with it.
+SERVER_SECRET = "durability-test-server-secret"
+AUTH = {"token_secret": SERVER_SECRET}
+CIPHER = webhook_cipher(SERVER_SECRET.encode())
 
 
 def session(session_id: str = "s1") -> SessionRecord:
@@ -41,8 +46,10 @@ async def emit(client: TestClient, event_type: str, session_id: str = "s1") -> N
 
 
 async def register(store: Store, url: str) -> WebhookRecord:
-    webhook = new_webhook("default", {"url": url})  # the tenant of config keys
-    await store.add_webhook(webhook)
+    """A webhook stored as the app stores it (secret sealed); returned in the clear."""
+    webhook = await new_webhook("default", {"url": url},  # the tenant of config keys
+                                AddressPolicy(["127.0.0.0/8"]))
+    await store.add_webhook(sealed(webhook, CIPHER))
     return webhook
 
 
@@ -67,7 +74,8 @@ async def receiver() -> AsyncIterator[Receiver]:
 async def test_a_restart_mid_retry_still_delivers(tmp_path: Path, aiohttp_client: AppClient,
                                                   receiver: Receiver) -> None:
     # The retry is due 1 s after the refusal: app 1 is long gone by then.
-    config = make_config(tmp_path, webhooks={**FAST, "retry_initial_seconds": 1.0})
+    config = make_config(tmp_path, auth=AUTH,
+                         webhooks={**FAST, "retry_initial_seconds": 1.0})
     first_app = await aiohttp_client(create_app(config))
     webhook = await register(first_app.app[STORE_KEY], receiver.url)
     await emit(first_app, "session.ended")
@@ -89,7 +97,7 @@ async def test_a_restart_mid_retry_still_delivers(tmp_path: Path, aiohttp_client
 async def test_a_node_dying_mid_attempt_leaves_it_to_another(
         tmp_path: Path, aiohttp_client: AppClient) -> None:
     receiver = await Receiver().start()
-    config = make_config(tmp_path, webhooks=FAST)
+    config = make_config(tmp_path, auth=AUTH, webhooks=FAST)
     dead = SqliteStore(tmp_path / "data" / "proctor.db")  # the app's database
     await dead.open()
     try:
@@ -123,7 +131,7 @@ async def test_two_nodes_send_each_event_once(tmp_path: Path, aiohttp_client: Ap
     receiver = await Receiver().start()
     nodes: list[TestClient] = []
     for node_id in ("n1", "n2"):
-        config = make_config(tmp_path / node_id, store=schema_url(pg_schema),
+        config = make_config(tmp_path / node_id, store=schema_url(pg_schema), auth=AUTH,
                              nodes={"id": node_id}, webhooks={**FAST, "concurrency": 4})
         nodes.append(await aiohttp_client(create_app(config)))
     store = nodes[0].app[STORE_KEY]

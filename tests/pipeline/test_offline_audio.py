@@ -37,9 +37,9 @@ async def test_speech_then_a_muted_microphone(tmp_path: Path) -> None:
 
 
 async def test_speech_while_the_candidates_lips_are_still(tmp_path: Path) -> None:
-    # A voice while the face on camera never moves its mouth: someone else is talking
-    # (or a recording is playing), whatever the voice sounds like.
+    # A voice while the face on camera never moves its mouth: still lips alone are no
+    # evidence of a second voice (a still or partly hidden face is common); only a voice
+    # that is not the candidate's is (tests/detectors/test_speakers.py).
     speech, _ = librivox_clips()[0]
     report = await _analyse(tmp_path, face_frame(), speech)
-    flags = [f for f in report["flags"] if f["kind"] == "multiple_speakers"]
-    assert flags and flags[0]["start"] < 2.0
+    assert not [f for f in report["flags"] if f["kind"] == "multiple_speakers"]

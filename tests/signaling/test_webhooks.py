@@ -13,11 +13,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from proctor.config import Config
+from proctor.crypto import SealError
 from proctor.outbound import EVENT_TYPES
 from proctor.outbound.signing import verify_signature
 from proctor.store import ApiKeyRecord
 from signaling.auth import hash_api_key, new_api_key
-from signaling.keys import STORE_KEY
+from signaling.keys import STORE_KEY, WEBHOOK_CIPHER_KEY
 from tests.conftest import make_config
 from tests.outbound.receiver import Receiver, fail_first
 from tests.peers import bearer
@@ -211,3 +212,22 @@ async def test_ending_a_session_sends_session_ended_and_report_ready(
     assert receiver.of_type("session.ended")[0].event["data"] == {"status": "ended"}
     log = await deliveries(client, api_headers, hook["webhook_id"])
     assert sorted(d["status"] for d in log) == ["delivered", "delivered"]
+
+
+async def test_the_secret_is_sealed_at_rest_and_still_signs(
+        client: TestClient, api_headers: dict[str, str], receiver: Receiver) -> None:
+    secret = "s" * 32
+    made = await register(client, api_headers, receiver.url, secret=secret,
+                          events=["session.ended"])
+    stored = await client.app[STORE_KEY].get_webhook(made["webhook_id"])
+    assert stored is not None
+    assert stored.secret.startswith("sealed:v1:") and secret not in stored.secret
+    # A sealed secret copied onto another webhook's row does not open there.
+    other = await register(client, api_headers, "https://elsewhere.example.test/")
+    with pytest.raises(SealError):
+        client.app[WEBHOOK_CIPHER_KEY].open(other["webhook_id"], stored.secret)
+    session_id = await new_session(client, api_headers)
+    assert (await client.post(f"/api/v1/sessions/{session_id}/end",
+                              headers=api_headers)).status == 200
+    [request] = await receiver.wait_for(1)
+    assert verify_signature(secret, request.headers, request.body)

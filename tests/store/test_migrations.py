@@ -24,7 +24,7 @@ def test_migration_versions_are_positive_and_increasing() -> None:
     assert versions == sorted(set(versions))
     assert versions[0] == 1
     assert all(m.description for m in MIGRATIONS)
-    assert versions[-1] == LATEST_VERSION == 7
+    assert versions[-1] == LATEST_VERSION == 8
 
 
 def test_blob_placeholder_is_the_only_substitution() -> None:

@@ -416,3 +416,20 @@ async def test_transcript_route(client: TestClient[Any, Any], api_headers: dict[
     assert missing.status == 404
     spec = await (await client.get("/api/v1/openapi.json")).json()
     assert "/sessions/{session_id}/transcript" in spec["paths"]
+
+
+async def test_queued_speech_takes_two_bytes_a_sample_and_comes_back_intact(
+        fake: _FakeModel) -> None:
+    """Deferred speech may wait for many minutes: it queues as 16-bit PCM, and the
+    batch the model gets is the same audio to within one 16-bit step."""
+    worker = TranscriptWorker("s1", fake, _Collector(), hold_seconds=0)
+    worker.defer(True)
+    speech = np.sin(np.linspace(0, 2000, 3 * SAMPLE_RATE, dtype=np.float32)) * 0.8
+    speech[:10] = [1.0, -1.0, 1.5, -1.5, 0.0, 1e-6, -1e-6, 0.5, -0.5, 0.25]  # edges
+    worker.submit(speech, 0.0)
+    assert worker.stats()["queued_bytes"] == 2 * speech.size
+    assert await worker.drain(timeout=5)
+    [(offset, batch)] = fake.batches
+    assert offset == 0.0 and batch.dtype == np.float32 and batch.size == speech.size
+    expected = np.clip(speech, -1.0, 1.0 - 1 / 32768)
+    assert float(np.max(np.abs(batch - expected))) <= 1 / 32768
