@@ -156,3 +156,13 @@ async def connect(client: TestClient, path: str, token: str, label: str,
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def offer_sdp() -> str:
+    """A real aiortc offer (one ``proctor`` DataChannel), for tests that post it raw."""
+    pc = RTCPeerConnection()
+    pc.createDataChannel("proctor")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp

@@ -79,6 +79,13 @@ def serve(root: Path, api_key: str | None = None, **settings: str) -> Iterator[S
     yield from _serve(start_server(root, api_key, **settings))
 
 
+# A lone node that a crash test kills and starts again under its own id: quick heartbeats,
+# so it finds its own sessions at once; no transcription, which a crash test never reads.
+SOLO_NODE = {"NODES__ID": "solo", "NODES__HEARTBEAT_SECONDS": "1",
+             "NODES__DEAD_AFTER_SECONDS": "3", "RTC__MAX_SESSIONS": "2",
+             "DETECTORS__TRANSCRIPTION__ENABLED": "false"}
+
+
 def start_server(root: Path, api_key: str | None = None,
                  **settings: str) -> tuple[Server, subprocess.Popen[bytes]]:
     """Start ``proctor serve`` under ``root`` and wait until it answers; the caller

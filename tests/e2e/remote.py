@@ -40,6 +40,16 @@ async def peer(http: aiohttp.ClientSession, server: Server, path: str, token: st
                            timeout=15)
 
 
+async def live_candidate(http: aiohttp.ClientSession, server: Server,
+                         track: ScheduledVideoTrack) -> tuple[str, ClientPeer]:
+    """A new session on ``server`` with a real candidate peer streaming ``track``."""
+    created = await call(http, server, "POST", "/api/v1/sessions",
+                         body={"candidate_id": "cand"}, status=201)
+    sid = created["session_id"]
+    return sid, await peer(http, server, f"/api/v1/sessions/{sid}/offer",
+                           created["candidate_token"], "proctor", track)
+
+
 def face_then_empty() -> ScheduledVideoTrack:
     return ScheduledVideoTrack([(2.0, face_frame()), (3600.0, empty_frame())], fps=10)
 

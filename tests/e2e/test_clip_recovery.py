@@ -21,8 +21,8 @@ import av
 import pytest
 
 from proctor.evidence.recorder import recover_clip
-from tests.e2e.conftest import start_server, stop_server
-from tests.e2e.remote import call, face_then_empty, peer, wait_until
+from tests.e2e.conftest import SOLO_NODE, start_server, stop_server
+from tests.e2e.remote import call, face_then_empty, live_candidate, wait_until
 from tests.evidence.test_audio import CONFIG
 from tests.evidence.test_clip_journal import crash_while_recording
 
@@ -55,17 +55,10 @@ def stored_span(db: Path, clip_id: str) -> tuple[float, float]:
 
 async def test_the_clip_open_at_a_crash_is_recovered_and_served(tmp_path: Path) -> None:
     api_key = secrets.token_urlsafe(24)
-    settings = {"NODES__ID": "solo", "NODES__HEARTBEAT_SECONDS": "1",
-                "NODES__DEAD_AFTER_SECONDS": "3", "RTC__MAX_SESSIONS": "2",
-                "DETECTORS__TRANSCRIPTION__ENABLED": "false"}
-    server, process = start_server(tmp_path, api_key, **settings)
+    server, process = start_server(tmp_path, api_key, **SOLO_NODE)
     async with aiohttp.ClientSession() as http:
         try:
-            created = await call(http, server, "POST", "/api/v1/sessions",
-                                 body={"candidate_id": "cand"}, status=201)
-            sid = created["session_id"]
-            candidate = await peer(http, server, f"/api/v1/sessions/{sid}/offer",
-                                   created["candidate_token"], "proctor", face_then_empty())
+            sid, candidate = await live_candidate(http, server, face_then_empty())
 
             async def open_absent() -> dict[str, Any] | None:
                 flags = await call(http, server, "GET", f"/api/v1/sessions/{sid}/flags")
@@ -89,7 +82,7 @@ async def test_the_clip_open_at_a_crash_is_recovered_and_served(tmp_path: Path) 
         clips_dir = tmp_path / "data" / "clips"
         assert not (clips_dir / f"{flag['evidence']['clip_id']}.mp4").exists()
 
-        server, process = start_server(tmp_path, api_key, **settings)
+        server, process = start_server(tmp_path, api_key, **SOLO_NODE)
         try:
             report = await call(http, server, "GET", f"/api/v1/sessions/{sid}/report")
             absent = next(f for f in report["flags"] if f["flag_id"] == flag["flag_id"])

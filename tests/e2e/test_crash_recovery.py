@@ -11,23 +11,16 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.e2e.conftest import start_server, stop_server
-from tests.e2e.remote import call, face_then_empty, peer, wait_until
+from tests.e2e.conftest import SOLO_NODE, start_server, stop_server
+from tests.e2e.remote import call, face_then_empty, live_candidate, wait_until
 
 
 async def test_a_killed_node_finishes_its_sessions_when_it_comes_back(tmp_path: Path) -> None:
     api_key = secrets.token_urlsafe(24)
-    settings = {"NODES__ID": "solo", "NODES__HEARTBEAT_SECONDS": "1",
-                "NODES__DEAD_AFTER_SECONDS": "3", "RTC__MAX_SESSIONS": "2",
-                "DETECTORS__TRANSCRIPTION__ENABLED": "false"}
-    server, process = start_server(tmp_path, api_key, **settings)
+    server, process = start_server(tmp_path, api_key, **SOLO_NODE)
     async with aiohttp.ClientSession() as http:
         try:
-            created = await call(http, server, "POST", "/api/v1/sessions",
-                                  body={"candidate_id": "cand"}, status=201)
-            sid = created["session_id"]
-            candidate = await peer(http, server, f"/api/v1/sessions/{sid}/offer",
-                               created["candidate_token"], "proctor", face_then_empty())
+            sid, candidate = await live_candidate(http, server, face_then_empty())
 
             async def face_absent_open() -> bool:
                 flags = (await call(http, server, "GET", f"/api/v1/sessions/{sid}/flags"))
@@ -41,7 +34,7 @@ async def test_a_killed_node_finishes_its_sessions_when_it_comes_back(tmp_path: 
             process.wait()
         await candidate.pc.close()
 
-        server, process = start_server(tmp_path, api_key, **settings)
+        server, process = start_server(tmp_path, api_key, **SOLO_NODE)
         try:
             record = await call(http, server, "GET", f"/api/v1/sessions/{sid}")
             assert record["status"] == "interrupted"

@@ -16,12 +16,16 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from proctor.config import Config
 from signaling.app import create_app
+from signaling.keys import SESSIONS_KEY
 from tests.conftest import API_KEY, make_config
+from tests.media import face_frame
+from tests.peers import ClientPeer, ScheduledVideoTrack, open_peer
 
 T = TypeVar("T")
 CASES: Counter[str] = Counter()  # "suite: what" → cases run
@@ -103,3 +107,28 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         suites[name.split(":")[0]] += count
     for suite, count in sorted(suites.items()):
         terminalreporter.write_line(f"{count:6d}  total {suite}")
+
+
+async def streaming_candidate(server: AppThread, sid: str, token: str,
+                              seconds: float = 600.0) -> ClientPeer:
+    """A real aiortc candidate streaming a face to the threaded app (run it on the app's
+    loop with ``server.run``), once the server has seen the face."""
+    async with aiohttp.ClientSession() as http:
+        async def post(offer: dict[str, Any]) -> dict[str, Any]:
+            async with http.post(f"{server.url}/api/v1/sessions/{sid}/offer", json=offer,
+                                 headers={"Authorization": f"Bearer {token}"}) as answer:
+                assert answer.status == 200, await answer.text()
+                return dict(await answer.json())
+
+        track = ScheduledVideoTrack([(seconds, face_frame())], duration=seconds)
+        peer = await open_peer(post, "proctor", track, timeout=20)
+    await peer.wait_for(lambda m: m.get("type") == "status" and m["faces"] == 1, timeout=20)
+    return peer
+
+
+def frames_analysed(server: AppThread, sid: str) -> int:
+    """How many frames the live session ``sid`` has analysed so far."""
+    assert server.app is not None
+    pipeline = server.app[SESSIONS_KEY].sessions[sid].pipeline
+    assert pipeline is not None
+    return pipeline.frames_analysed

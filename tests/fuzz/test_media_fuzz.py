@@ -35,9 +35,15 @@ from PIL import Image
 
 from signaling.analysis import JOBS_KEY
 from signaling.keys import SESSIONS_KEY
-from tests.fuzz.conftest import CASES, AppThread, strict_json
+from tests.fuzz.conftest import (
+    CASES,
+    AppThread,
+    frames_analysed,
+    streaming_candidate,
+    strict_json,
+)
 from tests.media import face_frame
-from tests.peers import ClientPeer, ScheduledVideoTrack, open_peer
+from tests.peers import ClientPeer, ScheduledVideoTrack
 from tests.videos import write_video
 
 SCALE = int(os.environ.get("FUZZ_EXAMPLES", "20")) / 20
@@ -249,30 +255,11 @@ async def _send_and_sync(peer: ClientPeer, batch: list[str | bytes], pings: int)
     return len([m for m in received if m.get("type") in ("error", "pong")]) - 1
 
 
-async def _streaming_candidate(api: Api, sid: str, token: str) -> ClientPeer:
-    import aiohttp
-
-    async with aiohttp.ClientSession() as http:
-        async def post(offer: dict[str, Any]) -> dict[str, Any]:
-            async with http.post(f"{api.server.url}{API}/sessions/{sid}/offer", json=offer,
-                                 headers={"Authorization": f"Bearer {token}"}) as answer:
-                assert answer.status == 200, await answer.text()
-                return dict(await answer.json())
-
-        peer = await open_peer(post, "proctor", ScheduledVideoTrack(
-            [(600, face_frame())], duration=600), timeout=20)
-    await peer.wait_for(lambda m: m.get("type") == "status" and m["faces"] == 1, timeout=20)
-    return peer
-
-
 def test_junk_on_the_datachannel_never_ends_the_peer(api: Api) -> None:
     session = api.session("c-channel")
     sid = session["session_id"]
-    peer = api.server.run(_streaming_candidate(api, sid, session["candidate_token"]))
-    assert api.server.app is not None
-    pipeline = api.server.app[SESSIONS_KEY].sessions[sid].pipeline
-    assert pipeline is not None
-    analysed = pipeline.frames_analysed
+    peer = api.server.run(streaming_candidate(api.server, sid, session["candidate_token"]))
+    analysed = frames_analysed(api.server, sid)
     errors = ErrorLog()
     logging.getLogger("proctor").addHandler(errors)
     try:
@@ -293,7 +280,7 @@ def test_junk_on_the_datachannel_never_ends_the_peer(api: Api) -> None:
     media_time = peer.of_type("status")[-1]["media_time"]
     api.server.run(peer.wait_for(lambda m: m.get("type") == "status"
                                  and m["media_time"] > media_time + 1, timeout=10))
-    assert pipeline.frames_analysed > analysed
+    assert frames_analysed(api.server, sid) > analysed
     assert api.status(sid) == "live"
     api.server.run(peer.pc.close())
 

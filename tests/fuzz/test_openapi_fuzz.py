@@ -36,11 +36,16 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from signaling.keys import SESSIONS_KEY
 from signaling.openapi import ROUTES, Route, openapi_document
-from tests.fuzz.conftest import CASES, AppThread, strict_json
+from tests.fuzz.conftest import (
+    CASES,
+    AppThread,
+    frames_analysed,
+    streaming_candidate,
+    strict_json,
+)
 from tests.media import face_frame
-from tests.peers import ClientPeer, ScheduledVideoTrack, open_peer
+from tests.peers import ClientPeer
 from tests.videos import write_video
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
@@ -83,30 +88,6 @@ def _session(world_call: Any, candidate_id: str) -> dict[str, Any]:
     return dict(world_call("POST", "/sessions", json={"candidate_id": candidate_id}))
 
 
-async def _live_peer(server: AppThread, sid: str, token: str) -> ClientPeer:
-    """A candidate streaming a face, connected through the app on its own loop."""
-    import aiohttp
-
-    async with aiohttp.ClientSession() as http:
-        async def post(offer: dict[str, Any]) -> dict[str, Any]:
-            async with http.post(f"{server.url}{API}/sessions/{sid}/offer", json=offer,
-                                 headers={"Authorization": f"Bearer {token}"}) as answer:
-                assert answer.status == 200, await answer.text()
-                return dict(await answer.json())
-
-        track = ScheduledVideoTrack([(LIVE_SECONDS, face_frame())], duration=LIVE_SECONDS)
-        peer = await open_peer(post, "proctor", track, timeout=20)
-    await peer.wait_for(lambda m: m.get("type") == "status" and m["faces"] == 1, timeout=20)
-    return peer
-
-
-def _frames_analysed(server: AppThread, sid: str) -> int:
-    assert server.app is not None
-    pipeline = server.app[SESSIONS_KEY].sessions[sid].pipeline
-    assert pipeline is not None
-    return pipeline.frames_analysed
-
-
 @pytest.fixture(scope="module")
 def world(app_thread: AppThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     http = requests.Session()
@@ -116,8 +97,8 @@ def world(app_thread: AppThread, tmp_path_factory: pytest.TempPathFactory) -> It
     _session(world.call, "c-victim")  # erased by DELETE /candidates/{candidate_id}
     world.ended, world.live = done["session_id"], live["session_id"]
     world.call("POST", f"/sessions/{done['session_id']}/end")
-    world.peer = app_thread.run(_live_peer(app_thread, live["session_id"],
-                                           live["candidate_token"]))
+    world.peer = app_thread.run(streaming_candidate(app_thread, live["session_id"],
+                                                    live["candidate_token"], LIVE_SECONDS))
     tokens["candidate"] = fuzz["candidate_token"]
     flag = _telemetry_flag(world, live)
     sessions = [fuzz["session_id"], done["session_id"], live["session_id"]]
@@ -137,7 +118,7 @@ def world(app_thread: AppThread, tmp_path_factory: pytest.TempPathFactory) -> It
                  "doc_id": [docs[0]]}
     world.deletable = {"candidate_id": ["c-victim"], "webhook_id": [hooks[1]],
                        "doc_id": [docs[1]]}
-    world.analysed_before = _frames_analysed(app_thread, live["session_id"])
+    world.analysed_before = frames_analysed(app_thread, live["session_id"])
     yield world
     app_thread.run(world.peer.pc.close())
     http.close()
@@ -231,7 +212,7 @@ def test_live_session_kept_analysing(world: World) -> None:
     sid = world.live
     status = world.call("GET", f"/sessions/{sid}")
     assert status["status"] == "live"
-    assert _frames_analysed(world.server, sid) > world.analysed_before + 10
+    assert frames_analysed(world.server, sid) > world.analysed_before + 10
     assert world.peer.pc.connectionState == "connected"
     media_time = world.peer.of_type("status")[-1]["media_time"]
     world.server.run(world.peer.wait_for(

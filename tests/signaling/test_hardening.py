@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from aiortc import RTCPeerConnection
 
 from proctor.config import Config
 from signaling.accesslog import RedactingAccessLogger
 from signaling.app import create_app
 from tests.media import face_frame
+from tests.peers import offer_sdp
 from tests.signaling.test_analysis import _png
 from tests.videos import write_video
 
@@ -162,15 +162,6 @@ async def test_video_error_names_no_server_path(client: TestClient, config: Any,
 
 # Offers -------------------------------------------------------------------------------
 
-async def _offer_sdp() -> str:
-    pc = RTCPeerConnection()
-    pc.createDataChannel("proctor")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
-
-
 def _without(sdp: str, *prefixes: str) -> str:
     return "\r\n".join(line for line in sdp.split("\r\n") if not line.startswith(prefixes))
 
@@ -185,7 +176,7 @@ async def test_unusable_offers_are_refused_and_leave_the_session_waiting(
     session = await _session(client, api_headers)
     sid = session["session_id"]
     headers = {"Authorization": f"Bearer {session['candidate_token']}"}
-    good = await _offer_sdp()
+    good = await offer_sdp()
     # These parse, but aiortc cannot apply them: once they turned the session live.
     no_ice = _without(good, "a=ice-ufrag", "a=ice-pwd")
     no_setup = _without(good, "a=setup")

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
-from aiortc import RTCPeerConnection
 
 from proctor.flags.model import Severity
 from proctor.store import PostgresStore, SqliteStore
@@ -29,7 +28,7 @@ from proctor.store.outbox import StoreOutbox
 from signaling.app import create_app
 from signaling.keys import SESSIONS_KEY, STORE_KEY
 from tests.conftest import API_KEY, make_config
-from tests.peers import bearer, connect
+from tests.peers import bearer, connect, offer_sdp
 from tests.pgserver import PrivatePostgres, new_schema, schema_url
 from tests.store.factories import clip, event, flag, segment, session
 
@@ -287,7 +286,7 @@ async def test_a_full_outbox_refuses_new_sessions_until_it_drains(
     assert body["checks"]["outbox"].startswith("full: 3 records")
     offer = await client.post(f"/api/v1/sessions/{sid}/offer",
                               headers=bearer(created["candidate_token"]),
-                              json={"sdp": await _an_offer(), "type": "offer"})
+                              json={"sdp": await offer_sdp(), "type": "offer"})
     assert offer.status == 503
     assert (await offer.json())["error"]["code"] == "store_backlog"
     assert offer.headers["Retry-After"]
@@ -300,10 +299,3 @@ async def test_a_full_outbox_refuses_new_sessions_until_it_drains(
     await peer.pc.close()
 
 
-async def _an_offer() -> str:
-    pc = RTCPeerConnection()
-    pc.createDataChannel("proctor")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
