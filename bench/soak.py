@@ -115,9 +115,9 @@ def _top(base, snap, limit=12):
 
 
 def _transcript_queue_mb():
-    # Speech waiting for transcription (deferred under load): 16 kHz float32 samples.
+    # Speech waiting for transcription (deferred under load), as the workers hold it.
     workers = [o for o in gc.get_objects() if type(o).__name__ == "TranscriptWorker"]
-    return sum(getattr(w, "_queued_samples", 0) for w in workers) * 4 / 2**20
+    return sum(w.stats()["queued_bytes"] for w in workers) / 2**20
 
 
 def _serve():
