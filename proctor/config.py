@@ -44,6 +44,7 @@ class ServerConfig:
     max_upload_bytes: int = 536_870_912
     cors_origins: tuple[str, ...] = ()
     metrics_token: str = ""  # /metrics for non-loopback callers with this bearer; "": none
+    shutdown_seconds: float = 30.0  # SIGTERM: live sessions end within this, or are cut short
 
 
 @dataclass(frozen=True)
@@ -611,6 +612,7 @@ _POSITIVE: dict[str, bool] = {
     "server.port": False,
     "server.max_body_bytes": False,
     "server.max_upload_bytes": False,
+    "server.shutdown_seconds": False,
     "auth.token_seconds": False,
     "auth.max_session_hours": False,
     "rtc.connect_timeout_seconds": False,

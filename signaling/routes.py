@@ -193,7 +193,6 @@ async def readyz(request: web.Request) -> web.Response:
     checks["outbox"] = _outbox_check(outbox)
     ready = checks["store"] == "ok" and checks["bus"] == "ok" and not outbox["full"]
     capacity = _capacity(request)
-    capacity["accepting"] = capacity["accepting"] and not outbox["full"]
     # Ready: it serves the API. Accepting: a new session's offer would be admitted.
     return web.json_response({"ready": ready, "accepting": capacity["accepting"],
                               "checks": checks, "capacity": capacity, "outbox": outbox},
@@ -221,7 +220,8 @@ def _capacity(request: web.Request) -> dict[str, Any]:
     gauges.asyncio_tasks.set(len(asyncio.all_tasks()))
     gauges.load.set(load)
     return {"live_sessions": len(service.sessions), "max_sessions": limit,
-            "accepting": taken < limit, "load": round(load, 3),
+            "accepting": service.accepting(), "draining": service.draining,
+            "load": round(load, 3),
             "cpu_share": round(cpu, 3), **service.capacity.describe()}
 
 

@@ -127,8 +127,9 @@ class SessionService:
         self.router = ControlRouter(bus, self.node_id, config.nodes.request_timeout_seconds)
         self.nodes = NodeRegistry(config, store, self.node_id, address,
                                   live_media_times=self._live_media_times,
-                                  capacity=lambda: self.capacity.max_sessions,
+                                  capacity=self.room,
                                   finish_dead_node=self._finish_dead_node)
+        self.draining = False  # shutting down: no new session is admitted (see drain())
         self._regulating: asyncio.Task[None] | None = None
         self._admitting: set[str] = set()  # given a slot, not yet in self.sessions
         self._locks: dict[str, asyncio.Lock] = {}
@@ -149,18 +150,26 @@ class SessionService:
             self._regulate(), name="load-regulator")
 
     async def close(self) -> None:
-        """Shutdown: end every live session (flushing clips), leave the deployment."""
-        for session in list(self.sessions.values()):
-            try:
-                await self.end(session.record)
-            except StoreUnavailable as exc:
-                # Its flags close into the outbox; at the next start they are replayed
-                # and the session is finished as interrupted, with all of them.
-                log.error("session %s: cannot end at shutdown, the store is away: %s",
-                          session.session_id, exc)
+        """Shutdown (SIGTERM): drain, end every live session (flushing clips) within
+        ``server.shutdown_seconds``, leave the deployment."""
+        await self.drain()
+        started = time.monotonic()
+        ending = {asyncio.get_running_loop().create_task(
+            self._end_at_shutdown(session), name=f"shutdown-end:{session.session_id}")
+            for session in list(self.sessions.values())}
+        if ending:
+            _, late = await asyncio.wait(ending, timeout=self.config.server.shutdown_seconds)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+                log.error("%d sessions did not end within %.0f s of the shutdown; the next "
+                          "start finishes them as interrupted", len(late),
+                          self.config.server.shutdown_seconds)
+            for session in list(self.sessions.values()):  # cut short: stop their media
                 await self._stop_quietly(session)
-            except Exception:
-                log.exception("session %s: ending at shutdown failed", session.session_id)
+            log.info("shutdown: %d live sessions ended in %.1f s", len(ending) - len(late),
+                     time.monotonic() - started)
         for task in list(self._background):  # transcripts still catching up are cut short
             task.cancel()
         if self._background:
@@ -172,6 +181,31 @@ class SessionService:
         await self.outbox.close()  # what the store did not take is replayed at next start
         self.inference.shutdown(wait=True, cancel_futures=True)
         self.encoding.shutdown(wait=True)
+
+    async def drain(self) -> None:
+        """Refuse new sessions from now on, and tell the other nodes at once (a heartbeat
+        with no room) so that they place none here. Live sessions and their reconnects
+        go on until they are ended."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("node %s draining: new sessions are refused", self.node_id)
+        try:
+            await self.nodes.beat()
+        except StoreUnavailable as exc:
+            log.warning("draining: the other nodes learn of it at the next beat: %s", exc)
+
+    async def _end_at_shutdown(self, session: LiveSession) -> None:
+        try:
+            await self.end(session.record, actor="shutdown")
+        except StoreUnavailable as exc:
+            # Its flags close into the outbox; at the next start they are replayed
+            # and the session is finished as interrupted, with all of them.
+            log.error("session %s: cannot end at shutdown, the store is away: %s",
+                      session.session_id, exc)
+            await self._stop_quietly(session)
+        except Exception:
+            log.exception("session %s: ending at shutdown failed", session.session_id)
 
     # Creating ----------------------------------------------------------------------
 
@@ -201,6 +235,14 @@ class SessionService:
 
     # Going live --------------------------------------------------------------------
 
+    def room(self) -> int:
+        """The session limit this node offers the deployment: none while draining."""
+        return 0 if self.draining else self.capacity.max_sessions
+
+    def accepting(self) -> bool:
+        """Would a new session's offer be admitted here now?"""
+        return self.live_count() < self.room() and not self.outbox.full
+
     def live_count(self) -> int:
         """Sessions holding a slot: live here, or on their way (admitted, going live).
         A slot is freed when the session leaves ``sessions``: at its end (POST /end, or
@@ -220,7 +262,7 @@ class SessionService:
         nodes = await self.nodes.alive()
         if owner and owner != self.node_id and any(n.node_id == owner for n in nodes):
             return owner
-        if self.live_count() < self.capacity.max_sessions:
+        if self.live_count() < self.room():
             return self.node_id
         spare = _most_room(n for n in nodes if n.node_id != self.node_id)
         if spare is None:
@@ -248,7 +290,7 @@ class SessionService:
 
     def _admit(self, session_id: str) -> None:
         """Give a new session a slot, or refuse it (503) with nothing stored or changed."""
-        if self.live_count() >= self.capacity.max_sessions:
+        if self.live_count() >= self.room():
             self._refuse(session_id)
         if self.outbox.full:
             raise ServiceError(503, "store_backlog",
@@ -259,8 +301,14 @@ class SessionService:
         self._admitting.add(session_id)
 
     def _refuse(self, session_id: str) -> None:
-        limit = self.capacity.max_sessions
         self.metrics.offers_refused.inc()
+        if self.draining:
+            log.info("session %s refused: this node is draining", session_id)
+            raise ServiceError(503, "draining",
+                               "This server is shutting down and starts no new session. "
+                               f"Please try again in {RETRY_AFTER_SECONDS} s.",
+                               headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        limit = self.capacity.max_sessions
         log.info("session %s refused: at capacity (%d live)", session_id, limit)
         raise AtCapacity(limit)
 

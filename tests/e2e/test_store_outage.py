@@ -3,7 +3,7 @@
 A real aiortc candidate streams a real face (which then leaves) and real speech to a
 server whose store is a private PostgreSQL server (tests/pgserver.py). The server is
 stopped (``pg_ctl stop -m immediate``, like a crash) for ``OUTAGE_SECONDS`` (the issue's
-60 s; ``PROCTOR_TEST_OUTAGE_SECONDS`` shortens it for a quick run) while the face is
+60 s; ``STORE_OUTAGE_TEST_SECONDS`` shortens it for a quick run) while the face is
 gone. Meanwhile analysis goes on: ``face_absent`` opens and rises on the candidate's
 channel, telemetry is accepted, speech is transcribed, and ``/readyz`` answers 503
 saying the store is away and how many records wait in the outbox (``/metrics`` too).
@@ -43,7 +43,7 @@ from tests.outbound.receiver import Receiver
 from tests.peers import ClientPeer, RecordedAudioTrack, ScheduledVideoTrack, bearer, connect
 from tests.pgserver import PrivatePostgres, new_schema, schema_url
 
-OUTAGE_SECONDS = float(os.environ.get("PROCTOR_TEST_OUTAGE_SECONDS", "60"))
+OUTAGE_SECONDS = float(os.environ.get("STORE_OUTAGE_TEST_SECONDS", "60"))
 FACE_SECONDS = 20.0  # the face leaves then: after the outage has begun
 LATER_SPEECH_AT = 24.0  # a sentence spoken while the database is away
 SESSION_SECONDS = OUTAGE_SECONDS + 240.0  # the media outlasts the test

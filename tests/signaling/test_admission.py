@@ -181,3 +181,37 @@ async def test_cors_pages_may_read_retry_after(
     response = await client.post("/api/v1/sessions", json={"candidate_id": "c"},
                                  headers={**api_headers, "Origin": "https://exam.example.org"})
     assert "Retry-After" in response.headers["Access-Control-Expose-Headers"]
+
+
+async def test_a_draining_node_refuses_new_sessions_and_tells_the_others(
+        aiohttp_client: ClientMaker, tmp_path: Path, api_headers: dict[str, str]) -> None:
+    client = await aiohttp_client(create_app(make_config(tmp_path, rtc={"max_sessions": 4})))
+    live, late = await _session(client, api_headers), await _session(client, api_headers)
+    pcs: list[RTCPeerConnection] = []
+    peers = [await connect(client, f"/api/v1/sessions/{live['session_id']}/offer",
+                           live["candidate_token"], "proctor")]
+    try:
+        service = client.app[SESSIONS_KEY]
+        await service.drain()  # what SIGTERM does first
+        ready = await _capacity(client)
+        assert ready["accepting"] is False and ready["capacity"]["draining"] is True
+        # The heartbeat says at once that this node has no room.
+        (node,) = await client.app[STORE_KEY].list_nodes()
+        assert node.capacity == 0 and node.live_sessions == 1
+
+        refused = await client.post(f"/api/v1/sessions/{late['session_id']}/offer",
+                                    json=await _offer_sdp(pcs),
+                                    headers=bearer(late["candidate_token"]))
+        assert refused.status == 503
+        assert refused.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+        error = (await refused.json())["error"]
+        assert error["code"] == "draining" and "shutting down" in error["message"]
+        assert await _status(client, late) == "created"
+
+        # The live session goes on: its reconnect is still taken.
+        peers.append(await connect(client, f"/api/v1/sessions/{live['session_id']}/offer",
+                                   live["candidate_token"], "proctor"))
+        assert await _status(client, live) == "live"
+    finally:
+        for pc in [p.pc for p in peers] + pcs:
+            await pc.close()
