@@ -58,7 +58,7 @@ PROBE_BUDGET_SECONDS = 1.5  # wall-clock bound on the start-up measurement
 # Media seconds to simulate: object passes (1.25 a second) and an identity check (every
 # 2 s) at their real duty cycle, so the heavy stages count at their average cost.
 PROBE_MEDIA_SECONDS = 2.0
-PROBE_WARMUP_FRAMES = 2  # first frames build per-session graphs (face mesh): not steady cost
+PROBE_WARMUP_FRAMES = 2  # first frames build the workers' graphs (face mesh): not steady cost
 
 
 # Capacity ---------------------------------------------------------------------------

@@ -611,11 +611,7 @@ def _mouth_open(landmarks: LandmarksDetector, image: npt.NDArray[np.uint8]) -> f
 
 def _mouth_box(landmarks: LandmarksDetector, image: npt.NDArray[np.uint8],
                ) -> tuple[int, int, int, int]:
-    mesh = landmarks.new_mesh()
-    try:
-        points = mesh_points(mesh.process(image), image.shape)
-    finally:
-        mesh.close()
+    points = mesh_points(landmarks.mesh().process(image), image.shape)
     assert points is not None
     xs = points[list(MOUTH_OUTLINE), 0]
     ys = points[list(MOUTH_OUTLINE), 1]
@@ -646,11 +642,7 @@ def test_a_covered_dark_or_small_mouth_is_unknown_not_still(
 
 def test_mouth_measurable_at_its_thresholds(landmarks: LandmarksDetector) -> None:
     face = face_frame()
-    mesh = landmarks.new_mesh()
-    try:
-        points = mesh_points(mesh.process(face), face.shape)
-    finally:
-        mesh.close()
+    points = mesh_points(landmarks.mesh().process(face), face.shape)
     assert points is not None
     assert mouth_measurable(points, face)
     assert not mouth_measurable(points, face, face_score=MIN_MOUTH_FACE_SCORE - 0.01)
