@@ -34,6 +34,7 @@ from signaling.cors import cors_middleware
 from signaling.errors import error_middleware
 from signaling.ice import restrict_host_addresses
 from signaling.interview import routes as interview_routes
+from signaling.jitter import install_jitter_buffer
 from signaling.keys import (
     CONFIG_API_KEYS,
     CONFIG_KEY,
@@ -75,6 +76,7 @@ def create_app(config: Config) -> web.Application:
                                   config.auth.candidate_token_seconds)
     app[WEBHOOK_CIPHER_KEY] = webhook_cipher(secret)
     restrict_host_addresses(config.rtc.ice_host_addresses)
+    install_jitter_buffer()
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_sessions_ctx)
     app.cleanup_ctx.append(jobs_ctx)
