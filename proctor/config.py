@@ -698,9 +698,14 @@ def load_config(
     return config
 
 
+# libyaml's safe loader where PyYAML was built with it (its wheels are): the config file
+# parses in 20 ms instead of 200 ms, at every start and every `load_config`.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_YAML_LOADER) or {}
     except FileNotFoundError as exc:
         raise ConfigError("--config", f"file not found: {path}") from exc
     except yaml.YAMLError as exc:

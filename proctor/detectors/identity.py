@@ -127,6 +127,9 @@ def cosine(a: Embedding, b: Embedding) -> float:
     return float(np.dot(a, b) / norm) if norm > 0 else 0.0
 
 
+_IDLE_MODELS: dict[tuple[Path, Path, float], queue.SimpleQueue[_Models]] = {}
+
+
 class IdentityDetector(Detector):
     name = "identity"
     heavy = True
@@ -136,11 +139,15 @@ class IdentityDetector(Detector):
         self.config = config
         self.source = f"{EMBEDDING_MODEL}@opencv-zoo-2021dec"
         # OpenCV's face objects keep per-call state (input size, network buffers), so
-        # no two threads may share a pair. Idle pairs wait here: one per thread that
-        # ever ran at once, and the pair loaded now (to fail at start-up, not in a
-        # session) serves the first worker instead of a thread that never infers.
-        self._idle: queue.SimpleQueue[_Models] = queue.SimpleQueue()
-        self._idle.put(self._load())
+        # no two threads may share a pair. Idle pairs wait in a pool: one per thread
+        # that ever ran at once. The pool is the process's, shared by every detector
+        # with these models and threshold (a server builds its detectors again for
+        # each app: tests, `proctor analyze`). A pair is loaded now when none is idle
+        # (to fail at start-up, not in a session); it serves the first worker.
+        key = (self._detector_path, self._recognizer_path, config.min_confidence)
+        self._idle = _IDLE_MODELS.setdefault(key, queue.SimpleQueue())
+        if self._idle.empty():
+            self._idle.put(self._load())
 
     def _load(self) -> _Models:
         detector = cv2.FaceDetectorYN.create(
@@ -191,8 +198,9 @@ class IdentityDetector(Detector):
                            processing_ms=(time.perf_counter() - started) * 1000)
 
     def close(self) -> None:
+        """Keep one idle pair in the process's pool for the next detector; free the rest."""
         with contextlib.suppress(queue.Empty):
-            while True:
+            while self._idle.qsize() > 1:
                 self._idle.get_nowait()
 
     def stream(self, context: StreamContext) -> DetectorStream:

@@ -42,7 +42,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 from PIL import Image
 
 from proctor.config import ObjectsConfig
@@ -55,6 +54,7 @@ from proctor.detectors.base import (
     VideoSample,
 )
 from proctor.models import model_file
+from proctor.onnx_sessions import cpu_session
 
 MODEL_NAME = "centernet_coco"
 MODEL_SOURCE = "centernet-mobilenetv3@vladmandic-human-3.3.6"
@@ -163,14 +163,7 @@ class ObjectDetector(Detector):
     heavy = True
 
     def __init__(self, config: ObjectsConfig, path: Path | None = None) -> None:
-        options = ort.SessionOptions()
-        # One thread per run: sessions share the worker pool's threads instead of each
-        # run spreading over every core (run() is thread-safe on one InferenceSession).
-        options.intra_op_num_threads = config.threads
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(path or model_path()), sess_options=options,
-            providers=["CPUExecutionProvider"])
+        self._session = cpu_session(path or model_path(), config.threads)
         self._input = self._session.get_inputs()[0].name
         self.config = config
 

@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from proctor.detectors.base import AUDIO_RATE
 from proctor.models import model_file
+from proctor.onnx_sessions import cpu_session
 
 MODEL_NAME = "pyannote_segmentation_3"  # models/manifest.json
 MODEL_VERSION = "pyannote-segmentation-3.0"
@@ -109,13 +110,7 @@ class SegmentationModel:
     threads). Stateless: one instance serves every session and thread."""
 
     def __init__(self, path: Path | None = None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(path or model_path()), sess_options=options,
-                                             providers=["CPUExecutionProvider"])
+        self._session = cpu_session(path or model_path())
 
     def segment(self, audio: Floats, start: float = 0.0) -> Segmentation:
         """Frames of ``audio`` (16 kHz mono, at least MIN_SAMPLES) beginning at ``start``."""

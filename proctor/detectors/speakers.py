@@ -76,6 +76,7 @@ from proctor.detectors.segmentation import LOCAL_SPEAKERS, Segmentation, Segment
 from proctor.detectors.segmentation import MODEL_VERSION as SEGMENTATION_VERSION
 from proctor.detectors.segmentation import model_path as segmentation_model_path
 from proctor.models import ModelMissing, model_file
+from proctor.onnx_sessions import cpu_session
 
 log = logging.getLogger("proctor.detectors.speakers")
 
@@ -209,14 +210,7 @@ class Ge2eEncoder:
     """
 
     def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        # One thread per run: sessions share the worker pool's threads.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(path), sess_options=options,
-                                             providers=["CPUExecutionProvider"])
+        self._session = cpu_session(path)
 
     def embed_mels(self, mels: Floats) -> Floats:
         """Partials' mel frames (B, 160, 40) -> their unit-length embeddings (B, 256)."""

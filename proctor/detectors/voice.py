@@ -52,7 +52,6 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from proctor.config import VoiceConfig
 from proctor.detectors.base import (
@@ -64,6 +63,7 @@ from proctor.detectors.base import (
     StreamContext,
 )
 from proctor.models import model_file
+from proctor.onnx_sessions import cpu_session
 
 log = logging.getLogger("proctor.detectors.voice")
 
@@ -129,14 +129,8 @@ class VoiceDetector(Detector):
     source = f"silero-vad@{MODEL_VERSION}"
 
     def __init__(self, config: VoiceConfig, path: Path | None = None) -> None:
-        options = ort.SessionOptions()
-        # Each window is a tiny graph: one thread per call is fastest, and sessions
-        # share the worker pool's threads instead of each spawning a pool of its own.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(path or model_path()), sess_options=options,
-            providers=["CPUExecutionProvider"])
+        # Each window is a tiny graph: one thread per call is fastest.
+        self._session = cpu_session(path or model_path())
         self._rate = np.array(AUDIO_RATE, dtype=np.int64)
         self.config = config
 

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from proctor.models import model_file
+from proctor.onnx_sessions import cpu_session
 
 MODEL_NAME = "minilm_l6_v2_int8"  # manifest entries (models/manifest.json)
 TOKENIZER_NAME = "minilm_l6_v2_tokenizer"
@@ -41,18 +42,12 @@ class Embedder:
     model_id = MODEL_ID
 
     def __init__(self, model_path: Path, tokenizer_path: Path) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
         tokenizer.enable_truncation(max_length=MAX_TOKENS)
         tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(model_path), sess_options=options,
-                                             providers=["CPUExecutionProvider"])
+        self._session = cpu_session(model_path)
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._tokenizer = tokenizer
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embeddings")
