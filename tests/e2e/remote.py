@@ -54,6 +54,13 @@ def face_then_empty() -> ScheduledVideoTrack:
     return ScheduledVideoTrack([(2.0, face_frame()), (3600.0, empty_frame())], fps=10)
 
 
+def empty_room() -> ScheduledVideoTrack:
+    """Nobody in view from the first frame: ``face_absent`` opens 3 s in and stays open.
+    (After :func:`face_then_empty`'s face, a loaded machine once saw one late frame read
+    as a face, which closed the flag a test needed open.)"""
+    return ScheduledVideoTrack([(3600.0, empty_frame())], fps=10)
+
+
 async def wait_until(check: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

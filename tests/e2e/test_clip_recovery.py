@@ -22,7 +22,7 @@ import pytest
 
 from proctor.evidence.recorder import recover_clip
 from tests.e2e.conftest import SOLO_NODE, start_server, stop_server
-from tests.e2e.remote import call, face_then_empty, live_candidate, wait_until
+from tests.e2e.remote import call, empty_room, live_candidate, wait_until
 from tests.evidence.test_audio import CONFIG
 from tests.evidence.test_clip_journal import crash_while_recording
 
@@ -58,7 +58,7 @@ async def test_the_clip_open_at_a_crash_is_recovered_and_served(tmp_path: Path) 
     server, process = start_server(tmp_path, api_key, **SOLO_NODE)
     async with aiohttp.ClientSession() as http:
         try:
-            sid, candidate = await live_candidate(http, server, face_then_empty())
+            sid, candidate = await live_candidate(http, server, empty_room())
 
             async def open_absent() -> dict[str, Any] | None:
                 flags = await call(http, server, "GET", f"/api/v1/sessions/{sid}/flags")

@@ -90,7 +90,7 @@ async def test_flags_reach_both_channels_store_and_clips(
 
     stored = (await (await client.get(f"/api/v1/sessions/{sid}/flags",
                                       headers=api_headers)).json())["flags"]
-    assert sorted(f["kind"] for f in stored) == ["face_absent", "multiple_faces"]
+    assert sorted(f["kind"] for f in stored) == ["face_absent", "multiple_faces"], stored
     for flag in stored:
         live = absent[-1] if flag["kind"] == "face_absent" else multiple[-1]
         assert flag.pop("review") is None  # nobody has reviewed it yet
