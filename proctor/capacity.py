@@ -48,11 +48,6 @@ from proctor.pipeline.session import SessionPipeline
 
 log = logging.getLogger("proctor.capacity")
 
-# A refused offer's Retry-After. Sessions last tens of minutes, so a slot rarely frees
-# within seconds; 30 s keeps a waiting candidate's page from hammering a full node while
-# still getting them in soon after a slot frees.
-RETRY_AFTER_SECONDS = 30
-
 PROBE_WIDTH, PROBE_HEIGHT = 640, 480  # what the embed client asks the camera for
 PROBE_BUDGET_SECONDS = 1.5  # wall-clock bound on the start-up measurement
 # Media seconds to simulate: object passes (1.25 a second) and an identity check (every

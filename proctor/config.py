@@ -102,6 +102,7 @@ class RtcConfig:
     target_utilisation: float = 0.6
     session_overhead_cores: float = 0.15
     connect_timeout_seconds: float = 30.0
+    retry_after_seconds: int = 30  # a refused offer's Retry-After (full, draining, backlog)
 
     def __post_init__(self) -> None:
         # Checked here rather than in _validate, so this section stays self-contained.
@@ -616,6 +617,7 @@ _POSITIVE: dict[str, bool] = {
     "auth.token_seconds": False,
     "auth.max_session_hours": False,
     "rtc.connect_timeout_seconds": False,
+    "rtc.retry_after_seconds": False,
     "nodes.heartbeat_seconds": False,
     "nodes.dead_after_seconds": False,
     "nodes.request_timeout_seconds": False,

@@ -19,7 +19,6 @@ from typing import Any
 
 from proctor.bus import EventBus, exam_topic, session_topic
 from proctor.capacity import (
-    RETRY_AFTER_SECONDS,
     CapacityPlan,
     CpuMeter,
     LoadRegulator,
@@ -80,13 +79,12 @@ class SessionEnded(ServiceError):
 
 
 class AtCapacity(ServiceError):
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, retry_after: int) -> None:
         plural = "" if limit == 1 else "s"
         super().__init__(503, "at_capacity",
                          f"This server is full: it is already running its limit of {limit}"
-                         f" live session{plural}. Please try again in"
-                         f" {RETRY_AFTER_SECONDS} s.",
-                         headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+                         f" live session{plural}. Please try again in {retry_after} s.",
+                         headers={"Retry-After": str(retry_after)})
 
 
 def decision_delay(rules: tuple[Rule, ...], config: Config) -> float:
@@ -106,6 +104,7 @@ class SessionService:
         self.bus = bus
         self.metrics = metrics
         self.detectors = detectors
+        self._retry_after = config.rtc.retry_after_seconds  # every refused offer's Retry-After
         self.rules = rules_from_config(config.flags.rules)
         self.clips: ClipStorage = clip_storage(store, config.clips_in_store)
         # Live sessions' flags, events, transcript and clips: through a local outbox
@@ -296,8 +295,8 @@ class SessionService:
             raise ServiceError(503, "store_backlog",
                                f"This server holds {self.outbox.depth} records the database "
                                "has not taken yet; it starts no new session until it has. "
-                               f"Please try again in {RETRY_AFTER_SECONDS} s.",
-                               headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+                               f"Please try again in {self._retry_after} s.",
+                               headers={"Retry-After": str(self._retry_after)})
         self._admitting.add(session_id)
 
     def _refuse(self, session_id: str) -> None:
@@ -306,11 +305,11 @@ class SessionService:
             log.info("session %s refused: this node is draining", session_id)
             raise ServiceError(503, "draining",
                                "This server is shutting down and starts no new session. "
-                               f"Please try again in {RETRY_AFTER_SECONDS} s.",
-                               headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+                               f"Please try again in {self._retry_after} s.",
+                               headers={"Retry-After": str(self._retry_after)})
         limit = self.capacity.max_sessions
         log.info("session %s refused: at capacity (%d live)", session_id, limit)
-        raise AtCapacity(limit)
+        raise AtCapacity(limit, self._retry_after)
 
     async def _go_live(self, record: SessionRecord, channel: CandidateLink) -> LiveSession:
         session = LiveSession(record=record, clock=MediaClock(), channel=channel)

@@ -13,17 +13,18 @@ from typing import Any
 
 import pytest
 
-from proctor.capacity import RETRY_AFTER_SECONDS
 from tests.e2e.conftest import Server, serve
 
 pytestmark = pytest.mark.browser
 
 LIVE_TIMEOUT_MS = 30_000
+RETRY_AFTER_SECONDS = 5  # the page waits what the server says before it offers again
 
 
 @pytest.fixture(scope="module")
 def full_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from serve(tmp_path_factory.mktemp("full-server"), RTC__MAX_SESSIONS="1")
+    yield from serve(tmp_path_factory.mktemp("full-server"), RTC__MAX_SESSIONS="1",
+                     RTC__RETRY_AFTER_SECONDS=str(RETRY_AFTER_SECONDS))
 
 
 def _candidate_page(server: Server, browser: Any) -> tuple[str, Any]:
