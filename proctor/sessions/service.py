@@ -78,13 +78,21 @@ class SessionEnded(ServiceError):
         super().__init__(409, "session_ended", "this session has ended")
 
 
-class AtCapacity(ServiceError):
+class TryLater(ServiceError):
+    """503: this node starts no new session now; ``retry_after`` seconds says when to
+    come back (the Retry-After header, and the message's last words)."""
+
+    def __init__(self, code: str, message: str, retry_after: int) -> None:
+        super().__init__(503, code, f"{message} Please try again in {retry_after} s.",
+                         headers={"Retry-After": str(retry_after)})
+
+
+class AtCapacity(TryLater):
     def __init__(self, limit: int, retry_after: int) -> None:
         plural = "" if limit == 1 else "s"
-        super().__init__(503, "at_capacity",
+        super().__init__("at_capacity",
                          f"This server is full: it is already running its limit of {limit}"
-                         f" live session{plural}. Please try again in {retry_after} s.",
-                         headers={"Retry-After": str(retry_after)})
+                         f" live session{plural}.", retry_after)
 
 
 def decision_delay(rules: tuple[Rule, ...], config: Config) -> float:
@@ -292,21 +300,19 @@ class SessionService:
         if self.live_count() >= self.room():
             self._refuse(session_id)
         if self.outbox.full:
-            raise ServiceError(503, "store_backlog",
-                               f"This server holds {self.outbox.depth} records the database "
-                               "has not taken yet; it starts no new session until it has. "
-                               f"Please try again in {self._retry_after} s.",
-                               headers={"Retry-After": str(self._retry_after)})
+            raise TryLater("store_backlog",
+                           f"This server holds {self.outbox.depth} records the database "
+                           "has not taken yet; it starts no new session until it has.",
+                           self._retry_after)
         self._admitting.add(session_id)
 
     def _refuse(self, session_id: str) -> None:
         self.metrics.offers_refused.inc()
         if self.draining:
             log.info("session %s refused: this node is draining", session_id)
-            raise ServiceError(503, "draining",
-                               "This server is shutting down and starts no new session. "
-                               f"Please try again in {self._retry_after} s.",
-                               headers={"Retry-After": str(self._retry_after)})
+            raise TryLater("draining",
+                           "This server is shutting down and starts no new session.",
+                           self._retry_after)
         limit = self.capacity.max_sessions
         log.info("session %s refused: at capacity (%d live)", session_id, limit)
         raise AtCapacity(limit, self._retry_after)
