@@ -1,4 +1,4 @@
-"""Face detection and false flags per skin-tone group, on real photos of 38 people.
+"""Face detection and false flags per skin-tone group, on real photos of 37 people.
 
     python -m bench.fairness [--seconds 20] [--no-clips] [--people N] [--detail]
 

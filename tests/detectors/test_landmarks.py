@@ -526,3 +526,57 @@ def test_the_mesh_skips_a_frame_the_faces_stage_found_empty(
     fitted = stream.process(seen)
     assert fitted is not None and "abs_yaw" in fitted.signals
     stream.close()
+
+
+# Lowered lids: eyes looking down at a desk narrow like closing ones (bench/gaze.py
+# measured real photos of eyes lowered to a desk reading as closed eyes).
+LOWERED = 0.3 * UNCALIBRATED.openness  # under eye_closed_ratio (0.5) of the neutral
+
+
+def calibrated_signals_at(**kwargs: float) -> dict[str, float]:
+    """As :func:`signals_at`, with UNCALIBRATED standing for a learned neutral look."""
+    return face_signals(measure_at(**kwargs), UNCALIBRATED, CONFIG, calibrated=True)
+
+
+def test_lowered_lids_are_not_judged_before_the_face_is_calibrated() -> None:
+    # Narrow or laughing eyes that never reach the defaults' openness never calibrate:
+    # judged against the defaults they would read as lowered lids all session.
+    signals = signals_at(openness=LOWERED, pitch=-20.0, eye_pitch=-20.0)
+    assert signals["eyes_closed"] == 1.0
+    assert "gaze_off_screen" not in signals
+
+
+@pytest.mark.parametrize(("pitch", "eye_pitch", "down"), [
+    (0.0, -24.9, False), (0.0, -25.1, True),   # at the down limit, just under, just over
+    (-15.0, -9.9, False), (-15.0, -10.1, True),  # head and eyes down together
+    (20.0, -40.0, False),                      # chin up, eyes down: 20° down in all
+    (0.0, 30.0, False),                        # lids low looking up: closed, not away
+])
+def test_lowered_lids_over_eyes_turned_down_are_off_screen(pitch: float, eye_pitch: float,
+                                                           down: bool) -> None:
+    signals = calibrated_signals_at(openness=LOWERED, pitch=pitch, eye_pitch=eye_pitch)
+    assert signals["eyes_closed"] == (0.0 if down else 1.0)
+    if down:
+        assert signals["gaze_off_screen"] == 1.0
+        assert signals["gaze_pitch"] == pytest.approx(pitch + eye_pitch)
+    else:
+        assert "gaze_off_screen" not in signals  # a blink says nothing about gaze
+
+
+def test_lowered_lids_judge_no_sideways_gaze() -> None:
+    # Under low lids the iris' sideways spot is a guess: a glance aside is not judged.
+    signals = calibrated_signals_at(openness=LOWERED, eye_yaw=40.0, eye_pitch=-5.0)
+    assert signals["eyes_closed"] == 1.0
+    assert "gaze_off_screen" not in signals
+
+
+def test_a_turned_head_with_lowered_lids_is_left_to_head_turned() -> None:
+    signals = calibrated_signals_at(openness=LOWERED, yaw=50.0, eye_pitch=-40.0)
+    assert "gaze_off_screen" not in signals
+
+
+def test_lowered_lids_never_calibrate_the_neutral_look() -> None:
+    calibration = Calibration(CONFIG)
+    for step in range(40):
+        calibration.add(step * 0.2, measure_at(openness=LOWERED, eye_pitch=-30.0))
+    assert not calibration.done
