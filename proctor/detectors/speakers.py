@@ -36,7 +36,9 @@ Signals, one observation per hop at the window's centre time:
   window (with the count model);
 - ``second_voice_audio`` 1/0: the audio's verdict (:func:`audio_verdict`): a voice in
   the window below ``match_threshold``, or a voice the count model split from the
-  candidate's (two voices that differ, the other one clearly nearer the candidate's);
+  candidate's (two voices that differ, the other one clearly nearer the candidate's),
+  or a doubtful voice clearly nearer the last voice judged another person's than the
+  candidate's (someone who keeps talking alone is recognised, not judged afresh);
 - ``second_voice`` 1/0 (backs ``multiple_speakers``): :func:`fuse_second_voice`, the
   audio verdict with the candidate's lips as support only. Only voice evidence
   raises it: still lips can tip a doubtful voice (between ``match_threshold`` and
@@ -354,22 +356,28 @@ class VoiceEvidence:
     heard in the window (None: no voice learned yet, or no voice long enough to judge).
     ``separate``: the count model told that voice apart from the candidate's (two local
     speakers whose voices differ, the other clearly nearer the candidate's; or two at
-    once). ``voices``: how many local speakers the count model heard in the window.
+    once), or a doubtful voice is clearly nearer another person's voice heard earlier
+    in the session than the candidate's. ``voices``: how many local speakers the count
+    model heard in the window.
     """
 
     speech: bool
     similarity: float | None = None
     separate: bool = False
     voices: int = 1
+    # The least candidate-like voice's embedding (count model only): a voice judged
+    # another person's is remembered by the stream (see Voices.evidence's ``other``).
+    voice: Embedding | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def audio_verdict(evidence: VoiceEvidence, config: SpeakersConfig) -> float | None:
     """Another voice on audio alone: 1/0, or None when there is nothing to compare.
 
     1 for a voice below ``match_threshold``, a voice the count model told apart from
-    the candidate's, or a doubtful voice (below ``support_threshold``) in a window where
-    the count model heard two voices. Before the voice is learned: 1 only for two
-    different voices, else None."""
+    the candidate's (or a doubtful one recognised as another person's heard before), or
+    a doubtful voice (below ``support_threshold``) in a window where the count model
+    heard two voices. Before the voice is learned: 1 only for two different voices,
+    else None."""
     if not evidence.speech:
         return None
     if evidence.similarity is None:
@@ -544,8 +552,9 @@ class Voices:
         return cosine(self.embeddings[a], self.embeddings[b]) < LEARN_AGREE
 
     def evidence(self, start: float, end: float, voice: Embedding | None,
-                 config: SpeakersConfig) -> VoiceEvidence:
-        """What this window says about [start, end] (a hop's window), given the voice."""
+                 config: SpeakersConfig, other: Embedding | None = None) -> VoiceEvidence:
+        """What this window says about [start, end] (a hop's window), given the voice
+        and ``other``, the last voice judged another person's in this session."""
         heard = self.heard(start, end, config.other_voice_seconds)
         if not heard:
             return VoiceEvidence(speech=False)  # the count model heard nobody there
@@ -564,8 +573,20 @@ class Voices:
         # the other one is clearly the nearer to the candidate's voice.
         apart = (least != candidate and self.distinct(least, candidate)
                  and judged[candidate] - judged[least] >= SEPARATE_GAP)
-        separate = apart or (overlap >= config.other_voice_seconds and len(heard) > 1)
-        return VoiceEvidence(True, judged[least], separate, len(heard))
+        separate = (apart or (overlap >= config.other_voice_seconds and len(heard) > 1)
+                    or self._recognised(least, judged[least], other, config))
+        return VoiceEvidence(True, judged[least], separate, len(heard), self.embeddings[least])
+
+    def _recognised(self, speaker: int, similarity: float, other: Embedding | None,
+                    config: SpeakersConfig) -> bool:
+        """A doubtful voice (under ``support_threshold``) clearly nearer the voice heard
+        earlier as another person's than the candidate's: that person again. (The count
+        model numbers speakers per window, so one talking alone for a while is otherwise
+        judged afresh each window against the candidate's voice only.) A voice at or
+        over ``support_threshold`` stays the candidate's."""
+        if other is None or similarity >= config.support_threshold:
+            return False
+        return cosine(self.embeddings[speaker], other) - similarity >= SEPARATE_GAP
 
 
 class SpeakerStream(DetectorStream):
@@ -599,6 +620,7 @@ class SpeakerStream(DetectorStream):
         self._voices: Voices | None = None
         self._expected: float | None = None  # media time the next chunk should start at
         self.voice: Embedding | None = voice
+        self._other_voice: Embedding | None = None  # the last voice judged not theirs
         self._learning: list[Embedding] = []
         # Set by the pipeline once lip movement is available (see the module docstring).
         self.lips_moving: Callable[[float, float], float | None] | None = None
@@ -669,7 +691,11 @@ class SpeakerStream(DetectorStream):
             if speech and self.voice is not None and window.embedding is not None:
                 similarity = cosine(window.embedding, self.voice)
             return VoiceEvidence(speech, similarity)
-        return voices.evidence(*window.span, self.voice, self._config)
+        evidence = voices.evidence(*window.span, self.voice, self._config, self._other_voice)
+        if (evidence.voice is not None and evidence.similarity is not None
+                and evidence.similarity < self._config.match_threshold):
+            self._other_voice = evidence.voice  # clearly not the candidate: remember it
+        return evidence
 
     def _observe(self, window: _Window, started: float) -> Observation:
         details: dict[str, Any] = {"speech_share": round(window.speech_share, 3)}

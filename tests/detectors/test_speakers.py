@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from proctor.detectors.landmarks import (
 )
 from proctor.detectors.registry import build_detectors
 from proctor.detectors.segmentation import MODEL_NAME as SEGMENTATION_MODEL
-from proctor.detectors.segmentation import Segmentation, SegmentationModel
+from proctor.detectors.segmentation import Segmentation, SegmentationModel, frame_count
 from proctor.detectors.speakers import (
     EMBEDDING_SIZE,
     MODEL_NAME,
@@ -44,6 +45,7 @@ from proctor.detectors.speakers import (
     SpeakerDetector,
     SpeakerStream,
     VoiceEvidence,
+    Voices,
     audio_verdict,
     cosine,
     fuse_second_voice,
@@ -350,7 +352,7 @@ def test_two_speakers_voice_enrolled_from_first_speakers_turns(
     _, observations = run_stream(detector, config, audio, voice=candidate_voice)
     score = score_windows(observations, turns)
     assert score.precision >= 0.95  # measured 1.00
-    assert score.recall >= 0.8  # measured 0.87
+    assert score.recall >= 0.8  # measured 0.94 (the goal: 0.8)
     flags = speaker_flags(observations, len(audio) / media.RATE)
     assert flags, "no multiple_speakers flag on two speakers"
     for flag in flags:
@@ -373,7 +375,7 @@ def test_two_speakers_voice_learned_live(
     assert cosine(stream.voice, candidate_voice) > cosine(stream.voice, other_voice) + 0.1
     score = score_windows(observations, turns)
     assert score.precision >= 0.95  # measured 1.00
-    assert score.recall >= 0.6  # measured 0.76
+    assert score.recall >= 0.8  # measured 0.88 (the goal: 0.8; 0.76 before recognition)
     flags = speaker_flags(observations, len(audio) / media.RATE)
     assert flags and all(_inside_other_turn(turns, f.start) for f in flags)
 
@@ -675,3 +677,59 @@ async def test_one_speaker_with_a_still_face_raises_no_second_voice(tmp_path: Pa
     kinds = [f["kind"] for f in report["flags"]]
     assert "multiple_speakers" not in kinds, report["flags"]
     assert report["metrics"]["audio_consistency"] == 1.0  # every window the candidate's
+
+
+# Recognising another voice heard before -------------------------------------------
+
+
+def _unit_pair(similarity: float, base: Embedding) -> Embedding:
+    """A unit vector whose cosine with the unit vector ``base`` is ``similarity``."""
+    other = np.zeros_like(base)
+    other[1] = 1.0  # base below is along axis 0, so this is orthogonal to it
+    vector = similarity * base + math.sqrt(1 - similarity ** 2) * other
+    return np.asarray(vector / np.linalg.norm(vector), np.float32)
+
+
+def _one_voice_alone(embedding: Embedding) -> Voices:
+    """A 5 s count window where local speaker 0 talks alone throughout."""
+    frames = frame_count(5 * media.RATE)
+    return Voices(Segmentation(0.0, np.ones(frames, np.int64)), {0: embedding})
+
+
+@pytest.mark.parametrize(("to_candidate", "to_other", "separate"), [
+    (M + 0.01, M + 0.01 + 0.049, False),  # nearer the other voice, but not clearly
+    (M + 0.01, M + 0.01 + 0.051, True),   # clearly nearer: that person again
+    (S - 0.01, 0.99, True),               # doubtful, just under support: recognised
+    (S, 0.99, False),                     # at support_threshold: the candidate's
+    (S + 0.05, 0.99, False),              # matches the candidate: theirs, whatever else
+])
+def test_a_doubtful_voice_nearer_another_voice_heard_before_is_that_voice(
+        to_candidate: float, to_other: float, separate: bool) -> None:
+    candidate = np.zeros(speakers.EMBEDDING_SIZE, np.float32)
+    candidate[0] = 1.0
+    heard = _unit_pair(to_candidate, candidate)
+    # The remembered voice: at cosine ``to_other`` from the heard one, on the far side
+    # of it from the candidate's (in the plane of the two).
+    third = np.zeros_like(candidate)
+    third[2] = 1.0
+    other = np.asarray(to_other * heard + math.sqrt(1 - to_other ** 2) * third, np.float32)
+    evidence = _one_voice_alone(heard).evidence(1.0, 2.6, candidate, SHIPPED, other)
+    assert evidence.similarity == pytest.approx(to_candidate, abs=1e-4)
+    assert cosine(heard, other) == pytest.approx(to_other, abs=1e-4)
+    assert evidence.separate is separate
+    # Without a voice heard before, the same window is only doubtful.
+    assert _one_voice_alone(heard).evidence(1.0, 2.6, candidate, SHIPPED).separate is False
+
+
+def test_the_stream_remembers_a_voice_judged_another_persons(
+        detector: SpeakerDetector, config: SpeakersConfig,
+        pyannote: tuple[Audio, list[Turn]]) -> None:
+    """Learned live on pyannote's sample: speaker91's long turn (21.8-28.5 s) is judged
+    another voice throughout its doubtful stretch (0.74-0.78 against the candidate's)
+    once his voice was heard clearly unlike the candidate's earlier in the turn."""
+    audio, _ = pyannote
+    _, observations = run_stream(detector, config, audio)
+    doubtful = [o for o in observations if 21.8 + 0.8 <= o.media_time <= 28.5 - 0.8
+                and M <= o.details.get("voice_evidence", {}).get("similarity", 0.0) < S]
+    assert doubtful, "no doubtful window in speaker91's turn"  # measured: 2 (0.746)
+    assert all(o.signals["second_voice"] == 1.0 for o in doubtful)
