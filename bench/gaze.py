@@ -51,7 +51,7 @@ import pytest
 
 from proctor.config import LandmarksConfig, load_config
 from proctor.detectors import landmarks
-from proctor.detectors.base import Detector, StreamContext, VideoSample
+from proctor.detectors.base import Detector
 from proctor.detectors.landmarks import UNCALIBRATED, FaceMeasure, face_signals
 from proctor.detectors.registry import build_detectors
 from tests.detectors import photos
@@ -90,28 +90,13 @@ def read_looks(looks: Sequence[Look], stages: Sequence[Detector]) -> list[Readin
     """Every frame of every look through the faces stage and the face mesh, in their
     live order (the mesh runs on the faces stage's crop)."""
     readings = []
-    clock = 0.0
     for look in looks:
         for size in FACE_SIZES:
             for mirrored in (False, True):
                 for frame in frames(look, size, mirrored):
-                    clock += 1.0
-                    readings.append(Reading(look, size, mirrored, _measure(frame, clock,
-                                                                           stages)))
+                    readings.append(Reading(look, size, mirrored,
+                                            photos.face_measure(frame, list(stages))))
     return readings
-
-
-def _measure(frame: Rgb, clock: float, stages: Sequence[Detector]) -> FaceMeasure | None:
-    sample = VideoSample("gaze", clock, frame)
-    for stage in stages:
-        stream = stage.stream(StreamContext("gaze", "gaze", None))
-        observation = stream.process(sample)
-        stream.close()
-        if observation is not None:
-            sample.earlier.append(observation)
-    mesh = sample.seen_by("landmarks")
-    raw = (mesh.details or {}).get("raw") if mesh is not None else None
-    return None if raw is None else FaceMeasure(**raw)
 
 
 def neutral_for(reading: Reading, readings: Sequence[Reading],

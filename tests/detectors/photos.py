@@ -27,6 +27,10 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
+from proctor.detectors.base import Detector
+from proctor.detectors.landmarks import FaceMeasure
+from proctor.pipeline.offline import analyze_image
+
 RgbImage = npt.NDArray[np.uint8]
 
 FACE_RECOGNITION = "face_recognition==1.3.0"
@@ -475,6 +479,14 @@ LOOKS: tuple[Look, ...] = (
 LOOKS += tuple(Look(person.name, person, "screen") for person in PEOPLE
                if person.photo != CONTACT_SHEET)
 
+
+
+def face_measure(frame: RgbImage, stages: list[Detector]) -> FaceMeasure | None:
+    """The face mesh's raw measure of ``frame``, run through ``stages`` (the faces stage
+    and the face mesh) in their session order, or None when no face was measured."""
+    mesh = analyze_image(frame, stages)["detectors"].get("landmarks", {})
+    raw = mesh.get("details", {}).get("raw")
+    return None if raw is None else FaceMeasure(**raw)
 
 def natural_motion(t: float, amplitude: float = 1.0) -> tuple[float, float, float, float]:
     """(angle, zoom, dx, dy) for :meth:`Portrait.frame` of a seated person ``t`` s in:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from proctor.config import load_config
-from proctor.detectors.base import Detector, StreamContext, VideoSample
+from proctor.detectors.base import Detector
 from proctor.detectors.landmarks import UNCALIBRATED, FaceMeasure, face_signals
 from proctor.detectors.registry import build_detectors
 from tests.detectors import photos
@@ -42,17 +42,10 @@ def stages() -> Iterator[list[Detector]]:
 
 def measure(look: Look, stages: list[Detector], mirrored: bool) -> FaceMeasure:
     frame = jpeg(Portrait(look.person, 160).frame(), 75)
-    sample = VideoSample("gaze", 1.0, np.ascontiguousarray(frame[:, ::-1]) if mirrored
-                         else frame)
-    for stage in stages:
-        stream = stage.stream(StreamContext("gaze", "gaze", None))
-        observation = stream.process(sample)
-        stream.close()
-        if observation is not None:
-            sample.earlier.append(observation)
-    mesh = sample.seen_by("landmarks")
-    assert mesh is not None and "raw" in mesh.details, f"no face measured on {look.name}"
-    return FaceMeasure(**mesh.details["raw"])
+    measured = photos.face_measure(np.ascontiguousarray(frame[:, ::-1]) if mirrored
+                                   else frame, stages)
+    assert measured is not None, f"no face measured on {look.name}"
+    return measured
 
 
 def neutral(look: Look, stages: list[Detector], mirrored: bool) -> FaceMeasure:
