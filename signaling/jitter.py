@@ -215,24 +215,23 @@ class HoleSkippingJitterBuffer:
 
     def _filled_run(self, start: int) -> int:
         """How many slots from ``start`` hold a packet, up to the first empty one."""
-        end = start
-        while end < self._capacity and self._slot(end) is not None:
-            end += 1
-        return end - start
+        return self._run(start, lambda packet: packet is not None)
 
     def _empty_run(self, start: int) -> int:
-        end = start
-        while end < self._capacity and self._slot(end) is None:
-            end += 1
-        return end - start
+        return self._run(start, lambda packet: packet is None)
 
     def _frame_run(self, start: int) -> int:
         """How many slots from ``start`` hold packets of the frame that starts there."""
         first = self._slot(start) if start < self._capacity else None
+        if first is None:
+            return 0
+        return self._run(start, lambda packet: packet is not None
+                         and packet.timestamp == first.timestamp)
+
+    def _run(self, start: int, keep: Callable[[RtpPacket | None], bool]) -> int:
+        """How many slots from ``start`` pass ``keep``, up to the first that does not."""
         end = start
-        while end < self._capacity and first is not None \
-                and (packet := self._slot(end)) is not None \
-                and packet.timestamp == first.timestamp:
+        while end < self._capacity and keep(self._slot(end)):
             end += 1
         return end - start
 
