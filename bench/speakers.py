@@ -22,6 +22,7 @@ Run from the repository root:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import time
@@ -128,9 +129,13 @@ def similarities(detector: SpeakerDetector, config: SpeakersConfig, sample: Audi
     print(f"\nCosine similarity to the candidate's voice{'':17s} {'n':>4s} {'min':>6s} "
           f"{'p5':>6s} {'median':>6s} {'p95':>6s} {'max':>6s}")
     v90 = _learned(detector, turn_audio(sample, turns, CANDIDATE, until=15.0))
-    _, by90 = run_stream(detector, config, sample, voice=v90)
-    libri = [run_stream(detector, config, audio)[1] for audio in sessions]
-    for label, pick in (("1.6 s window", _window_sims), ("count-model voice", _voice_sims)):
+    # A window's own embedding decides only without the count model (with it, windows
+    # are embedded only while the voice is learned): those rows run without it.
+    windows_only = dataclasses.replace(config, segmentation=False)
+    for label, pick, setup in (("1.6 s window", _window_sims, windows_only),
+                               ("count-model voice", _voice_sims, config)):
+        _, by90 = run_stream(detector, setup, sample, voice=v90)
+        libri = [run_stream(detector, setup, audio)[1] for audio in sessions]
         same = [s for obs in libri for _, s in pick(obs)]
         print(stats_row(f"same: LibriVox reader, {label}", same))
         print(stats_row(f"same: pyannote speaker90 after 15 s, {label}",
@@ -138,9 +143,9 @@ def similarities(detector: SpeakerDetector, config: SpeakersConfig, sample: Audi
                          if o.media_time > 15.0 and alone(turns, o.media_time, CANDIDATE)]))
         print(stats_row(f"different: pyannote speaker91 vs speaker90, {label}",
                         [s for o, s in pick(by90) if alone(turns, o.media_time, OTHER)]))
-        voice = run_stream(detector, config, sessions[0])[0].voice
+        voice = run_stream(detector, setup, sessions[0])[0].voice
         different = [s for audio in other_speakers().values()
-                     for _, s in pick(run_stream(detector, config, audio, voice)[1])]
+                     for _, s in pick(run_stream(detector, setup, audio, voice)[1])]
         print(stats_row(f"different: 6 other voices vs LibriVox, {label}", different))
     return v90
 

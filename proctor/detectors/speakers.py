@@ -11,9 +11,10 @@ scores 0.65-0.90 (median 0.81), other voices 0.37-0.79 (two people in one room: 
 outside the interpreter lock; the numpy forward pass, kept as :class:`Ge2eReference`,
 held the lock for ~4,000 small calls a window and stalled the other sessions' stages).
 
-Per session the stream keeps the last seconds of audio and every ``hop_seconds`` embeds
-it when it holds speech (an energy gate against the session's own noise floor, see
-:class:`SpeechGate`: this stage does not depend on the VAD stage). It learns the
+Per session the stream keeps the last seconds of audio and every ``hop_seconds`` judges
+its last window when it holds speech (an energy gate against the session's own noise
+floor, see :class:`SpeechGate`: this stage does not depend on the VAD stage), embedding
+it unless the count model below decides the window. It learns the
 candidate's voice from their first ``enrollment_seconds`` of speech windows, keeping
 only the windows that agree with the majority (so a cough, a door or a second person
 at the very start does not become "the candidate"). After that each speech window is
@@ -30,8 +31,9 @@ own voice scored 0.74-0.96 this way (1.6 s windows: 0.65-0.90). Each hop's windo
 then judged by the local speakers heard in it, no longer by its own embedding.
 
 Signals, one observation per hop at the window's centre time:
-- ``voice_similarity``: cosine between the window and the candidate's voice (speech
-  windows after enrollment only);
+- ``voice_similarity``: cosine between the window's own embedding and the candidate's
+  voice (speech windows after enrollment that no count window judges: without the count
+  model, or where it heard almost no speech);
 - ``speaker_count``: local speakers heard for ``min_voice_seconds`` in the last count
   window (with the count model);
 - ``second_voice_audio`` 1/0: the audio's verdict (:func:`audio_verdict`): a voice in
@@ -231,10 +233,22 @@ class Ge2eEncoder:
         """Audio of any length: one 1.6 s partial per PARTIAL_STEP_FRAMES (0.5 s), the last
         ending at the audio's end, averaged, as resemblyzer's embed_utterance does. A live
         window is exactly one partial; shorter audio is padded with silence."""
-        mel = _utterance_mel(samples)
-        starts = range(len(mel) - PARTIAL_FRAMES, -1, -PARTIAL_STEP_FRAMES)
-        partials = np.stack([mel[s:s + PARTIAL_FRAMES] for s in starts])
-        return mean_embedding(list(self.embed_mels(partials)))
+        return self.embed_many([samples])[0]
+
+    def embed_many(self, recordings: list[Floats]) -> list[Embedding]:
+        """:meth:`embed` of each recording, all their partials in one model run: the
+        LSTM's 160 steps cost about as much for one partial as for several (one partial
+        ~17 ms here, four ~25 ms), so a count window's voices are embedded together."""
+        mels = [_utterance_mel(samples) for samples in recordings]
+        partials = [[mel[s:s + PARTIAL_FRAMES]
+                     for s in range(len(mel) - PARTIAL_FRAMES, -1, -PARTIAL_STEP_FRAMES)]
+                    for mel in mels]
+        embedded = list(self.embed_mels(np.stack([p for ps in partials for p in ps])))
+        out, at = [], 0
+        for ps in partials:
+            out.append(mean_embedding(embedded[at:at + len(ps)]))
+            at += len(ps)
+        return out
 
 
 def _utterance_mel(samples: Floats) -> Floats:
@@ -524,7 +538,8 @@ class _Window:
     centre: float
     seconds: float
     speech_share: float
-    embedding: Embedding | None  # None: not enough speech to embed
+    speech: bool  # speech_share reached min_speech_share: the window is judged
+    embedding: Embedding | None  # None: no speech, or not needed (see SpeakerStream._judge)
 
     @property
     def span(self) -> tuple[float, float]:
@@ -659,12 +674,18 @@ class SpeakerStream(DetectorStream):
         self._voices = None
 
     def _judge(self, window: Floats, end: int) -> _Window:
+        """The window's speech share, and its own embedding where anything reads it: while
+        the candidate's voice is being learned (from these embeddings), and where no count
+        window judges it. Once both the voice and a count are there the count's voices
+        decide (:meth:`Voices.evidence`), and embedding the window too cost as much CPU
+        as the count model's segmentation."""
         seconds = len(window) / AUDIO_RATE
         centre = self._start + end / AUDIO_RATE - seconds / 2
         share = self._gate.speech_share(window)
-        if share < self._config.min_speech_share:
-            return _Window(centre, seconds, share, None)
-        return _Window(centre, seconds, share, self._encoder.embed(window))
+        speech = share >= self._config.min_speech_share
+        needed = speech and (self.voice is None or self._voices is None)
+        return _Window(centre, seconds, share, speech,
+                       self._encoder.embed(window) if needed else None)
 
     def _count(self, audio: Floats, end: int) -> Voices | None:
         """Segment the newest audio and embed each local speaker's speech alone; None
@@ -675,15 +696,16 @@ class SpeakerStream(DetectorStream):
             return None
         start = self._start + (end - len(audio)) / AUDIO_RATE
         seg = self._counter.segment(audio, start)
-        embeddings = {}
+        voices = {}
         for speaker in range(LOCAL_SPEAKERS):
             alone = seg.solo_samples(audio, speaker)
             if len(alone) >= self._config.min_voice_seconds * AUDIO_RATE:
-                embeddings[speaker] = self._encoder.embed(_fill(alone[-VOICE_SAMPLES:]))
-        return Voices(seg, embeddings)
+                voices[speaker] = _fill(alone[-VOICE_SAMPLES:])
+        embedded = self._encoder.embed_many(list(voices.values())) if voices else []
+        return Voices(seg, dict(zip(voices, embedded, strict=True)))
 
     def _evidence(self, window: _Window) -> VoiceEvidence:
-        speech = window.embedding is not None
+        speech = window.speech
         voices = self._voices
         if not speech or voices is None:
             # No count model (or nothing counted yet): the window's embedding alone.
@@ -698,7 +720,8 @@ class SpeakerStream(DetectorStream):
         return evidence
 
     def _observe(self, window: _Window, started: float) -> Observation:
-        details: dict[str, Any] = {"speech_share": round(window.speech_share, 3)}
+        details: dict[str, Any] = {"speech_share": round(window.speech_share, 3),
+                                   "speech": window.speech}
         signals: dict[str, float] = {}
         confidences: dict[str, float] = {}
         evidence = self._evidence(window)

@@ -61,7 +61,8 @@ def run_stream(detector: SpeakerDetector, config: SpeakersConfig, audio: Audio,
                ) -> tuple[SpeakerStream, list[Observation]]:
     """Feeds ``audio`` in chunks, as the pipeline's audio path does, to a stream with
     the detector's models (the count model too, when it has one)."""
-    stream = SpeakerStream(detector.encoder, config, "s1", voice, counter=detector.counter)
+    counter = detector.counter if config.segmentation else None
+    stream = SpeakerStream(detector.encoder, config, "s1", voice, counter=counter)
     stream.lips_moving = lips
     size = max(1, round(chunk_seconds * media.RATE))
     observations: list[Observation] = []
@@ -73,7 +74,8 @@ def run_stream(detector: SpeakerDetector, config: SpeakersConfig, audio: Audio,
 
 def judged(observations: list[Observation]) -> list[Observation]:
     """Windows compared with a known voice (speech, after the voice was learned)."""
-    return [o for o in observations if "voice_similarity" in o.signals]
+    return [o for o in observations
+            if o.details.get("speech") and "learning_voice" not in o.details]
 
 
 def talk_time(turns: list[Turn], speaker: str, start: float, end: float) -> float:
