@@ -121,7 +121,7 @@ class PipelineConfig:
     lag_warning_seconds: float = 1.0
     status_interval_seconds: float = 1.0
     video_timeout_seconds: float = 1.0
-    audio_chunk_seconds: float = 0.5
+    audio_chunk_seconds: float = 0.1
     audio_timeout_seconds: float = 2.0
     # Image and frame shapes refused before decoding or analysis (proctor/media/limits.py).
     max_frame_side: int = 4096
