@@ -321,7 +321,7 @@ def test_solo_samples_are_the_speakers_own_audio(counter: SegmentationModel,
                          ids=["still face", "moving lips", "mouth unknown"])
 def test_one_real_speaker_never_flags_whatever_the_face(
         detector: SpeakerDetector, config: SpeakersConfig, lips: Lips | None) -> None:
-    for audio in librivox_sessions()[:3]:
+    for audio in librivox_sessions()[:3]:  # each at its own start; see the xfail below
         stream, observations = run_stream(detector, config, audio, lips=lips)
         assert stream.voice is not None
         windows = judged(observations)
@@ -332,6 +332,17 @@ def test_one_real_speaker_never_flags_whatever_the_face(
         assert longest_run(observations) <= 3
         assert all(o.signals.get("speaker_count") == 1.0 for o in windows)
         assert speaker_flags(observations, len(audio) / media.RATE) == []
+
+
+@pytest.mark.xfail(strict=True, reason="known false accusation: the voice learned from the "
+                   "first 8 s of 1.6 s windows depends on where the window grid falls "
+                   "(python -m bench.speakers: 3 of the LibriVox reader's 25 runs flag)")
+def test_one_real_speaker_never_flags_wherever_the_windows_fall(
+        detector: SpeakerDetector, config: SpeakersConfig) -> None:
+    """The same reader started 0.2 s later: the grid falls elsewhere in his speech."""
+    audio = librivox_sessions()[0][round(0.2 * media.RATE):]
+    _, observations = run_stream(detector, config, audio)
+    assert speaker_flags(observations, len(audio) / media.RATE) == []
 
 
 def test_one_synthetic_speaker_with_a_still_face_never_flags(
