@@ -24,6 +24,7 @@ from proctor.evidence.audio import Samples, downmix
 log = logging.getLogger("proctor.audio")
 
 MAX_QUEUED_SECONDS = 10.0
+MAX_BATCH_SECONDS = 1.0  # a job catching up takes at most this much queued audio
 # Analysed audio kept for cutting out speech segments (for the transcript). A segment
 # longer than this keeps its last part.
 RECENT_SECONDS = 60.0
@@ -168,11 +169,27 @@ class AudioPath:
         """Analyse every queued chunk now (the live task's step; files call it directly)."""
         loop = asyncio.get_running_loop()
         while self._queue:
-            frames = self._queue.popleft()
+            frames = self._catch_up()
             chunks, observations = await loop.run_in_executor(
                 self._executor, self._analyse_frames, frames)
             self._absorb(chunks)
             await self._on_observations(observations)
+
+    def _catch_up(self) -> list[tuple[av.AudioFrame, float]]:
+        """The frames of the next job: every queued chunk, up to MAX_BATCH_SECONDS.
+
+        Each job is a round trip through the shared executor, which also holds the video
+        frames of every session. One job per 0.1 s chunk kept up only while that round
+        trip stayed under 0.1 s: at 8 sessions it took ~0.2 s, so the audio fell behind
+        until chunks were dropped (and multiple_speakers came seconds late). Joining what
+        queued meanwhile makes each job as large as the lag needs, and costs nothing
+        when the node keeps up (one chunk queued, one chunk per job)."""
+        frames: list[tuple[av.AudioFrame, float]] = []
+        for _ in range(max(1, round(MAX_BATCH_SECONDS / self._chunk_seconds))):
+            if not self._queue:
+                break
+            frames += self._queue.popleft()
+        return frames
 
     def _absorb(self, chunks: list[AudioSample]) -> None:
         for chunk in chunks:
