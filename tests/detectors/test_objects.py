@@ -33,6 +33,7 @@ from proctor.flags.rules import Rule, rules_from_config
 from proctor.flags.tracker import FlagChange, FlagEvent, FlagTracker
 from proctor.models import load_manifest, sha256_of
 from tests.detectors import phones as media
+from tests.media import face_frame
 
 # Two phones bench/phone_calibration.py holds out (odd positions in its order: they
 # never set the thresholds); the hard ones are the bench's business.
@@ -136,6 +137,46 @@ def test_clean_faces_and_hands_raise_no_flag(
     for seed, scene in enumerate(scenes):
         events, observations = _hold(detector, rule, scene, CLEAN_SECONDS, seed)
         assert events == [], (seed, [o.signals["phone_confidence"] for o in observations])
+
+
+# VP8 at 20 kbit a frame is 300 kbit/s at 15 fps: a call's first seconds, or a congested
+# link. The e2e tests' camera frame (tests/media.py face_frame: the astronaut photo) holds
+# a dark name badge on her suit's chest. After that round trip a tile pass leaves a weak
+# phone peak on it (about 0.27), and the verification crop, which enlarges the peak to
+# ~200 px, scores it 0.40-0.48; the cycle holds that score, so the moderate level (0.40
+# for 1 s) opens on a candidate with no phone: in 3 of these 6 ten-second clips (the
+# camera drifting a pixel or two, the light flickering). bench/phone_calibration.py's
+# clean clips run at 30-60 kbit a frame and show no chest badge. Strict: once the stage
+# stops falling for it this fails, and the README's phone figures get measured again.
+@pytest.mark.xfail(strict=True, reason="a name badge on the chest reads as a phone after "
+                   "VP8 at 300 kbit/s (verification crop 0.40-0.48, moderate at 0.40)")
+def test_a_name_badge_on_the_chest_is_no_phone_after_a_low_rate_vp8_call(
+    detector: ObjectDetector, rule: Rule,
+) -> None:
+    interval = 1.0 / detector.config.fps
+    steps = int(CLEAN_SECONDS / interval) + 1
+    flagged = {}
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        images = media.vp8([_drift(face_frame(), rng) for _ in range(steps)], frame_bits=20_000)
+        stream = detector.stream(StreamContext("s", "c"))
+        tracker = _tracker(rule)
+        events: list[FlagEvent] = []
+        for step, image in enumerate(images[:steps]):
+            observation = stream.process(VideoSample("s", step * interval, image))
+            assert observation is not None
+            events += tracker.update(step * interval, observation.signals)
+        events += tracker.close_all(steps * interval)
+        flagged[seed] = sum(e.change == FlagChange.OPENED for e in events)
+    assert not any(flagged.values()), flagged
+
+
+def _drift(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The same room a frame later: framing off by a pixel or two, light within 5 %."""
+    dx, dy = rng.integers(-2, 3, 2)
+    moved = np.roll(image, (int(dy), int(dx)), axis=(0, 1)).astype(np.float32)
+    out: np.ndarray = np.clip(moved * rng.uniform(0.95, 1.05), 0, 255).astype(np.uint8)
+    return out
 
 
 @pytest.mark.parametrize("level", [0, 1])

@@ -126,8 +126,13 @@ def test_the_review_page_plays_the_clip_and_dismissing_changes_the_advice(
     page.evaluate("document.querySelector('#clip').play()")
     page.wait_for_function("document.querySelector('#clip').currentTime > 0",
                            timeout=PAGE_TIMEOUT_MS)
-    assert page.get_attribute("#flags tr[aria-current='true']", "data-flag-kind") \
-        == "face_absent"
+    # The page selects the first flag with a clip. On this media that is face_absent,
+    # unless the phone stage fell for the astronaut's chest badge first (pinned by
+    # tests/detectors/test_objects.py's strict xfail): the page is right either way.
+    first = next(f for f in flags if f["evidence"]["clip_id"])
+    assert page.get_attribute("#flags tr[aria-current='true']", "data-flag-id") \
+        == first["flag_id"], flags
+    assert any(f["kind"] == "face_absent" and f["evidence"]["clip_id"] for f in flags), flags
     # The transcript beside it, at the flag's time.
     page.wait_for_selector("#transcript li.current", timeout=PAGE_TIMEOUT_MS)
     assert page.locator("#transcript li").count() == 3
