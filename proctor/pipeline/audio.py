@@ -134,6 +134,7 @@ class AudioPath:
         self._gathered_seconds = 0.0
         self._queue: deque[list[tuple[av.AudioFrame, float]]] = deque(
             maxlen=int(MAX_QUEUED_SECONDS / chunk_seconds))
+        self._batch_chunks = max(1, round(MAX_BATCH_SECONDS / chunk_seconds))
         self._recent: deque[AudioSample] = deque(maxlen=int(RECENT_SECONDS / chunk_seconds))
         self._ready = asyncio.Event()
         self.chunks_analysed = 0
@@ -185,7 +186,7 @@ class AudioPath:
         queued meanwhile makes each job as large as the lag needs, and costs nothing
         when the node keeps up (one chunk queued, one chunk per job)."""
         frames: list[tuple[av.AudioFrame, float]] = []
-        for _ in range(max(1, round(MAX_BATCH_SECONDS / self._chunk_seconds))):
+        for _ in range(self._batch_chunks):
             if not self._queue:
                 break
             frames += self._queue.popleft()

@@ -77,18 +77,26 @@ def _hold(detector: ObjectDetector, rule: Rule, scene: Callable[[np.random.Gener
     """A scene in view for ``seconds`` at the analysis rate: every analysed frame a fresh
     webcam-like copy, through the stream and the tracker. Flag events and observations."""
     rng = np.random.default_rng(seed)
+    steps = int(seconds / (1.0 / detector.config.fps)) + 1
+    images = [media.webcam(scene(rng), rng) for _ in range(steps)]
+    return _analyse(detector, rule, images, seconds)
+
+
+def _analyse(detector: ObjectDetector, rule: Rule, images: list[np.ndarray],
+             end: float) -> tuple[list[FlagEvent], list[Observation]]:
+    """``images`` one per analysed frame, through a fresh stream and the tracker, whose
+    open flags close at ``end``. Flag events and observations."""
     stream = detector.stream(StreamContext("s", "c"))
     tracker = _tracker(rule)
     interval = 1.0 / detector.config.fps
     events: list[FlagEvent] = []
     observations = []
-    for step in range(int(seconds / interval) + 1):
-        image = media.webcam(scene(rng), rng)
+    for step, image in enumerate(images):
         observation = stream.process(VideoSample("s", step * interval, image))
         assert observation is not None
         observations.append(observation)
         events += tracker.update(step * interval, observation.signals)
-    return events + tracker.close_all(seconds), observations
+    return events + tracker.close_all(end), observations
 
 
 def _held_scene(frame: media.FaceFrame, cutout: np.ndarray, size: int, where: str,
@@ -153,20 +161,12 @@ def test_clean_faces_and_hands_raise_no_flag(
 def test_a_name_badge_on_the_chest_is_no_phone_after_a_low_rate_vp8_call(
     detector: ObjectDetector, rule: Rule,
 ) -> None:
-    interval = 1.0 / detector.config.fps
-    steps = int(CLEAN_SECONDS / interval) + 1
+    steps = int(CLEAN_SECONDS / (1.0 / detector.config.fps)) + 1
     flagged = {}
     for seed in range(6):
         rng = np.random.default_rng(seed)
         images = media.vp8([_drift(face_frame(), rng) for _ in range(steps)], frame_bits=20_000)
-        stream = detector.stream(StreamContext("s", "c"))
-        tracker = _tracker(rule)
-        events: list[FlagEvent] = []
-        for step, image in enumerate(images[:steps]):
-            observation = stream.process(VideoSample("s", step * interval, image))
-            assert observation is not None
-            events += tracker.update(step * interval, observation.signals)
-        events += tracker.close_all(steps * interval)
+        events, _ = _analyse(detector, rule, images[:steps], CLEAN_SECONDS)
         flagged[seed] = sum(e.change == FlagChange.OPENED for e in events)
     assert not any(flagged.values()), flagged
 

@@ -14,8 +14,8 @@ from proctor.detectors.base import Observation, StreamContext
 from proctor.detectors.voice import VoiceDetector
 from proctor.pipeline.audio import MAX_BATCH_SECONDS, AudioPath
 from tests.audio_media import librivox_clips
+from tests.evidence.test_audio import RATE, webrtc_frame
 
-WEBRTC_RATE = 48_000
 FRAME_SAMPLES = 960  # 20 ms, what an Opus decoder hands over
 CHUNK_SECONDS = 0.1
 
@@ -35,16 +35,9 @@ class CountingExecutor(ThreadPoolExecutor):
 def webrtc_frames(seconds: float) -> list[tuple[av.AudioFrame, float]]:
     """Real speech as the track reader hands it over: 48 kHz stereo s16, 20 ms frames."""
     speech, _ = librivox_clips()[0]
-    at_48k = np.repeat(speech[: round(seconds * 16_000)], 3)  # 16 -> 48 kHz
-    pcm = (np.clip(at_48k, -1, 1) * 32767).astype(np.int16)
-    frames = []
-    for index in range(len(pcm) // FRAME_SAMPLES):
-        part = pcm[index * FRAME_SAMPLES:(index + 1) * FRAME_SAMPLES]
-        frame = av.AudioFrame.from_ndarray(np.repeat(part, 2).reshape(1, -1), format="s16",
-                                           layout="stereo")
-        frame.sample_rate = WEBRTC_RATE
-        frames.append((frame, index * FRAME_SAMPLES / WEBRTC_RATE))
-    return frames
+    at_48k = np.clip(np.repeat(speech[: round(seconds * 16_000)], 3), -1, 1)  # 16 -> 48 kHz
+    return [(webrtc_frame(at_48k[start:start + FRAME_SAMPLES]), start / RATE)
+            for start in range(0, len(at_48k) - FRAME_SAMPLES + 1, FRAME_SAMPLES)]
 
 
 async def run_path(frames: list[tuple[av.AudioFrame, float]], drain_every: int | None,
