@@ -170,6 +170,7 @@ class ObjectsConfig:
     tile_zoom: float = 1.25
     verify_every: int = 2
     verify_floor: float = 0.15
+    confirm_looks: int = 2
     person_threshold: float = 0.40
     evidence_threshold: float = 0.35
     box_floor: float = 0.2
@@ -189,6 +190,8 @@ class ObjectsConfig:
                 raise ConfigError(f"{prefix}.{key}", "must be in (0, 1]")
         if self.threads < 1:
             raise ConfigError(f"{prefix}.threads", "must be positive")
+        if self.confirm_looks < 1:
+            raise ConfigError(f"{prefix}.confirm_looks", "must be at least 1")
 
 
 @dataclass(frozen=True)

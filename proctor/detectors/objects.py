@@ -21,9 +21,11 @@ crop ~70: bench/phone_calibration.py prints them):
   turns). A scene with no phone-like peak pays nothing for it; faces and hands leave
   weak peaks now and then, so clean clips still see a few verifications.
 
-A frame's ``phone_confidence`` is the best phone score among the fresh results of every
-pass (the same phone seen whichever pass found it), so evidence gathered over several
-frames and crops adds up while the phone stays in view; counts come from the
+Every fresh result of a pass or crop is a look. A frame's ``phone_confidence`` is the
+best phone's ``confirm_looks``-th best look at its place (the same phone seen whichever
+passes found it), so evidence gathered over several frames and crops adds up while the
+phone stays in view, and one look's chance peak on a phone-like patch (a dark badge
+after heavy compression) does not stand alone; counts come from the
 whole-frame pass only, because a person cut by a tile or crop edge would be counted
 twice. Scores per phone size and the thresholds: ``python -m bench.phone_calibration``.
 
@@ -36,7 +38,7 @@ Details: boxes ``[x, y, w, h]`` in frame pixels with scores, and which pass ran.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,7 @@ FULL_WIDTH = 512  # the whole-frame pass: 640×480 becomes 512×384 (~20 ms on o
 TILE_SHARE = 0.55  # each tile covers this share of the enlarged frame's width and height
 PEAK_FLOOR = 0.1  # heat-map peaks below this are not decoded at all
 NMS_IOU = 0.5
+SAME_PLACE_IOU = 0.3  # two passes' phone boxes this much overlapping are one place
 # Passes scale by the frame's width, so a tall strip would be enlarged without bound (a
 # 16×4096 frame became 512×131072: 60 s and 8.6 GB). The pipeline refuses such shapes
 # first (proctor.media.limits); the stage still skips them and caps its input itself.
@@ -323,7 +326,7 @@ class ObjectStream(DetectorStream):
     def _observe(self, sample: VideoSample, window: Window, cycle: float) -> Observation:
         fresh = [r for r in [*self._results.values(), *self._verified]
                  if sample.media_time - r.media_time <= cycle * 1.5]
-        phones = _nms([b for r in fresh for b in r.boxes if b.label == "phone"])
+        phones = _nms(_confirmed(fresh, self._config.confirm_looks))
         whole = self._results.get("frame")
         counted = whole.boxes if window.name == "frame" and whole is not None else None
         # Counts come only from this frame's whole-frame pass: an older count would keep
@@ -342,6 +345,25 @@ class ObjectStream(DetectorStream):
             confidences=_confidences(phone, persons if counted is not None else None),
             details=details,
         )
+
+
+def _confirmed(results: list[_PassResult], looks: int) -> list[Box]:
+    """Every phone box of ``results``, scored by the ``looks``-th best look at its place.
+
+    A look is one pass's best phone box overlapping it (``SAME_PLACE_IOU``), the box's own
+    pass included. A phone in view scores alike in most looks; a phone-like patch (a dark
+    badge after heavy compression) scores high in a single one now and then and low in
+    the rest, so asking for two looks to agree keeps such one-off peaks from holding.
+    """
+    phones = [[b for b in r.boxes if b.label == "phone"] for r in results]
+    confirmed = []
+    for own in phones:
+        for box in own:
+            scores = sorted((max((o.score for o in other if _iou(box, o) >= SAME_PLACE_IOU),
+                                 default=0.0) for other in phones), reverse=True)
+            score = min(box.score, scores[looks - 1]) if len(scores) >= looks else 0.0
+            confirmed.append(replace(box, score=score))
+    return confirmed
 
 
 def _confidences(phone: float, persons: list[float] | None) -> dict[str, float]:
