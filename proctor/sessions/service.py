@@ -253,8 +253,9 @@ class SessionService:
     def live_count(self) -> int:
         """Sessions holding a slot: live here, or on their way (admitted, going live).
         A slot is freed when the session leaves ``sessions``: at its end (POST /end, or
-        shutdown). A session whose peer dropped keeps its slot for its reconnect."""
-        return len(self.sessions) + len(self._admitting)
+        shutdown). A session whose peer dropped keeps its slot for its reconnect. One slot
+        per session: going live it enters ``sessions`` before it leaves ``_admitting``."""
+        return len(self._admitting.union(self.sessions))
 
     async def offer_target(self, record: SessionRecord) -> str:
         """The node a candidate's offer must reach: the owner of a session live
@@ -290,10 +291,14 @@ class SessionService:
             session = self.sessions.get(record.session_id)
             if session is None:  # a reconnect of a session live here is always admitted
                 self._admit(record.session_id)
-            try:
-                yield session or await self._go_live(record, channel())
-            finally:
-                self._admitting.discard(record.session_id)
+                try:
+                    session = await self._go_live(record, channel())
+                finally:
+                    # Live now (its slot is its place in ``sessions``) or failed: either
+                    # way no longer on its way, so it must not count twice while the
+                    # caller builds its answer.
+                    self._admitting.discard(record.session_id)
+            yield session
 
     def _admit(self, session_id: str) -> None:
         """Give a new session a slot, or refuse it (503) with nothing stored or changed."""

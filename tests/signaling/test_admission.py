@@ -15,6 +15,7 @@ from aiortc import RTCPeerConnection
 
 from proctor.config import Config
 from signaling.app import create_app
+from signaling.channels import ChannelSender
 from signaling.keys import SESSIONS_KEY, STORE_KEY
 from tests.conftest import make_config
 from tests.peers import ClientPeer, bearer, connect
@@ -134,6 +135,55 @@ async def test_simultaneous_offers_cannot_both_take_the_last_slot(
     finally:
         for pc in pcs:
             await pc.close()
+
+
+async def test_simultaneous_offers_fill_every_slot_round_after_round(
+        aiohttp_client: ClientMaker, tmp_path: Path, api_headers: dict[str, str]) -> None:
+    """A session going live holds one slot, not two: while it is being stored, announced
+    and answered it is live already and must not count again as one on its way (bench
+    rounds met a node "full" one or two sessions early). Ending every session frees
+    every slot for the next round."""
+    client = await aiohttp_client(create_app(make_config(tmp_path, rtc={"max_sessions": 3})))
+    service = client.app[SESSIONS_KEY]
+    pcs: list[RTCPeerConnection] = []
+    try:
+        for offered, expected in ((4, [200, 200, 200, 503]), (3, [200, 200, 200])):
+            sessions = [await _session(client, api_headers) for _ in range(offered)]
+            offers = [await _offer_sdp(pcs) for _ in sessions]
+            responses = await asyncio.gather(*(
+                client.post(f"/api/v1/sessions/{s['session_id']}/offer", json=offer,
+                            headers=bearer(s["candidate_token"]))
+                for s, offer in zip(sessions, offers, strict=True)))
+            assert sorted(r.status for r in responses) == expected
+            assert (await _capacity(client))["capacity"]["live_sessions"] == 3
+            for s in sessions:
+                ended = await client.post(f"/api/v1/sessions/{s['session_id']}/end",
+                                          headers=api_headers)
+                assert ended.status == 200
+            assert service.live_count() == 0
+    finally:
+        for pc in pcs:
+            await pc.close()
+
+
+async def test_a_session_going_live_holds_one_slot_not_two(
+        aiohttp_client: ClientMaker, tmp_path: Path, api_headers: dict[str, str]) -> None:
+    """Between going live and its answer's return (ICE gathering, the peer wired), the
+    session is in the service's live sessions: it must not also hold a slot as one on its
+    way, or a concurrent offer meets a full node one session early."""
+    client = await aiohttp_client(create_app(make_config(tmp_path, rtc={"max_sessions": 2})))
+    service = client.app[SESSIONS_KEY]
+    session = await _session(client, api_headers)
+    record = await client.app[STORE_KEY].get_session(session["session_id"])
+    assert record is not None
+    async with service.connecting(record, lambda: ChannelSender("proctor", service.metrics)):
+        assert session["session_id"] in service.sessions
+        assert service.live_count() == 1
+        assert service.accepting() is True
+    response = await client.post(f"/api/v1/sessions/{session['session_id']}/end",
+                                 headers=api_headers)
+    assert response.status == 200
+    assert service.live_count() == 0
 
 
 async def test_an_ended_session_is_409_not_503(
