@@ -100,7 +100,7 @@ class RtcConfig:
     # (proctor/capacity.py). Read the effective figure from the hub, not from here.
     max_sessions: int | None = None
     target_utilisation: float = 0.6
-    session_overhead_cores: float = 0.15
+    session_overhead_cores: float = 0.22
     connect_timeout_seconds: float = 30.0
     retry_after_seconds: int = 30  # a refused offer's Retry-After (full, draining, backlog)
 
