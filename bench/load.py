@@ -47,10 +47,15 @@ is connected):
   ``media_time``); p50/p95/max and flag counts cover the flags opened from each
   session's start to the window's end; face_absent correctness: sessions whose
   face_absent flags opened in the window number the media script's (±1), and any
-  other kinds seen (probably false flags);
-* a PASS/FAIL verdict: every session connected (and the watcher), min analysed fps ≥ 4.5,
+  other kinds seen (the speech is a two-speaker conversation, so ``multiple_speakers``
+  is expected; anything else is probably a false flag); the load regulator's highest
+  level in the window (``proctor_degradation_level``, polled every 2 s);
+* a PASS/FAIL verdict: every admitted session connected (and the watcher), the regulator
+  at level 0 all through the window (every rate as configured), min analysed fps ≥ 4.5,
   worst lag p95 < 0.25 s, flag delay p95 ≤ 1 s on both channels (with several nodes, also
-  on the proctor's channel for the sessions held by other nodes than the watcher's);
+  on the proctor's channel for the sessions held by other nodes than the watcher's).
+  Offers a full node refuses (503 + Retry-After: ``rtc.max_sessions``) are admission
+  working, not failures: the verdict counts them and judges the admitted sessions;
 * with several nodes, per node: sessions offered to it and held by it (``GET
   /sessions/{id}`` ``node``), its CPU in all and per session it holds, memory, its
   sessions' analysed fps min/median and worst lag p95; and the flag delay on the
@@ -343,6 +348,35 @@ async def scrape_metrics(http: aiohttp.ClientSession, urls: list[str]) -> Sample
     return samples
 
 
+DEGRADATION_GAUGE = "proctor_degradation_level"
+LEVEL_POLL_SECONDS = 2.0
+
+
+def degradation_level(text: str) -> int | None:
+    """The node's load-regulator level from its /metrics text (0: every rate as configured)."""
+    for line in text.splitlines():
+        if line.startswith(DEGRADATION_GAUGE + " "):
+            return round(float(line.split()[1]))
+    return None
+
+
+async def watch_levels(http: aiohttp.ClientSession, urls: list[str],
+                       seconds: float) -> list[int | None]:
+    """Each node's highest degradation level over ``seconds``, polled every few seconds:
+    a round the regulator degraded did not run every detector at its configured rate."""
+    highest: list[int | None] = [None] * len(urls)
+    deadline = time.monotonic() + seconds
+    while True:
+        texts = await asyncio.gather(*(_metrics_text(http, u) for u in urls))
+        for i, text in enumerate(texts):
+            level = None if text is None else degradation_level(text)
+            if level is not None:
+                highest[i] = max(level, highest[i] or 0)
+        if time.monotonic() >= deadline:
+            return highest
+        await asyncio.sleep(min(LEVEL_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+
 def counter_delta(before: Samples | None, after: Samples | None, name: str) -> float | None:
     if after is None or name not in after:
         return None
@@ -483,6 +517,7 @@ class Peer(Link):
     last: Snapshot | None = None
     video_sent: int = 0  # frames sent when the window closed, beside the server's count
     end_seconds: float | None = None
+    refused: AtCapacity | None = None  # the node was full: its offer got 503
 
     def owner(self) -> str | None:
         return self.session_id
@@ -513,10 +548,21 @@ def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+class AtCapacity(RuntimeError):
+    """The node answered 503: it is full (``rtc.max_sessions``), which is admission
+    working, not a failure to connect."""
+
+    def __init__(self, url: str, retry_after: str | None, text: str) -> None:
+        super().__init__(f"POST {url} -> 503 (Retry-After {retry_after}): {text[:200]}")
+        self.retry_after = retry_after
+
+
 async def _post(http: aiohttp.ClientSession, url: str, token: str,
                 body: dict[str, Any]) -> dict[str, Any]:
     async with http.post(url, json=body, headers=_auth(token)) as resp:
         text = await resp.text()
+        if resp.status == 503:
+            raise AtCapacity(url, resp.headers.get("Retry-After"), text)
         if resp.status >= 300:
             raise RuntimeError(f"POST {url} -> {resp.status}: {text[:300]}")
         return dict(json.loads(text))
@@ -637,6 +683,13 @@ class Window:
     client_cpu_seconds: float = 0.0
     machine_cpu_seconds: float | None = None  # every process on the machine
     threads: list[ThreadWindow | None] = field(default_factory=list)  # per node
+    levels: list[int | None] = field(default_factory=list)  # per node: highest degradation
+
+    @property
+    def level(self) -> int | None:
+        """The highest degradation level any node reached in the window."""
+        known = [lv for lv in self.levels if lv is not None]
+        return max(known) if known else None
 
     @property
     def cpu_seconds(self) -> float | None:
@@ -673,6 +726,11 @@ class RoundResult:
     @property
     def rss_end_mb(self) -> float | None:
         return _total(self.node_rss_end)
+
+    @property
+    def refused(self) -> list[Peer]:
+        """Peers whose offer the node refused as full (503 + Retry-After)."""
+        return [p for p in self.peers if p.refused is not None]
 
     def owned(self, node: Node) -> list[Peer]:
         """The sessions whose media ``node`` holds (GET /sessions/{id} ``node``)."""
@@ -728,13 +786,13 @@ async def stream_window(live: list[Peer], seconds: float, target: Target,
     wall0 = time.time()
     dumps = [None if t is None else asyncio.create_task(_dump_later(t.pid, seconds / 2))
              for t in threads]
-    await asyncio.sleep(seconds)
+    levels = await watch_levels(http, target.urls, seconds)
     cpu1, mono1, client1, busy1 = (_node_cpu(target), time.monotonic(), time.process_time(),
                                    machine_busy_seconds())
     window = Window(seconds=mono1 - mono0, start_wall=wall0, end_wall=time.time(),
                     node_cpu=[_delta(a, b) for a, b in zip(cpu0, cpu1, strict=True)],
                     client_cpu_seconds=client1 - client0,
-                    machine_cpu_seconds=_delta(busy0, busy1), threads=threads)
+                    machine_cpu_seconds=_delta(busy0, busy1), threads=threads, levels=levels)
     await _close_threads(threads, dumps)
     for peer, snap in zip(live, await _snapshots(live, http, target.api_key), strict=True):
         peer.last = snap
@@ -784,8 +842,11 @@ async def _connect_all(peers: list[Peer], watcher: Link, http: aiohttp.ClientSes
     # Peers start at evenly spread points of the loop, as candidates join at random times.
     jobs = [connect_peer(p, http, clips, p.index / len(peers), timeout) for p in ready]
     results = await asyncio.gather(*jobs, return_exceptions=True)
-    errors += [f"peer {p.index}: {r!r}" for p, r in zip(ready, results, strict=True)
-               if isinstance(r, BaseException)]
+    for peer, result in zip(ready, results, strict=True):
+        if isinstance(result, AtCapacity):
+            peer.refused = result
+        elif isinstance(result, BaseException):
+            errors.append(f"peer {peer.index}: {result!r}")
     errors += [f"peer {p.index}: {p.failed}" for p in peers if p.failed]
     if watcher.failed:
         errors.append(f"proctor watcher: {watcher.failed}")
@@ -935,8 +996,13 @@ def _bar(name: str, value: float | None, ok: bool, bar: str, unit: str = "") -> 
 
 def verdict(r: RoundResult, acc: Acceptance) -> str:
     problems: list[str | None] = []
-    if r.connected < r.sessions:
-        problems.append(f"{r.connected}/{r.sessions} sessions connected")
+    admitted = r.sessions - len(r.refused)
+    if r.connected < admitted:
+        problems.append(f"{r.connected}/{admitted} admitted sessions connected")
+    level = r.window.level
+    if level:
+        problems.append(f"the load regulator degraded the node to level {level} "
+                        f"({LEVELS[level]}): not every rate as configured")
     if not r.watcher.connected.is_set() or r.watcher.failed:
         problems.append("proctor watcher not connected")
     fps, lag = _worst(acc.fps, min), _worst(acc.lag_p95, max)
@@ -951,7 +1017,15 @@ def verdict(r: RoundResult, acc: Acceptance) -> str:
     if acc.cross_node_delays is not None:
         problems.append(_delay_bar("cross-node", acc.cross_node_delays))
     failed = [p for p in problems if p]
-    return "FAIL: " + "; ".join(failed) if failed else "PASS"
+    judged = "FAIL: " + "; ".join(failed) if failed else "PASS"
+    if r.refused:
+        retry = r.refused[0].refused.retry_after if r.refused[0].refused else None
+        judged += (f" ({len(r.refused)} of {r.sessions} offers refused at capacity: 503, "
+                   f"Retry-After {retry} s; the figures are the {admitted} admitted)")
+    return judged
+
+
+LEVELS = {1: "transcription deferred", 2: "object passes halved", 3: "analysis rate cut"}
 
 
 def _delay_bar(channel: str, delays: list[float]) -> str | None:
@@ -967,7 +1041,7 @@ COLUMNS = ("sessions", "cpu/session", "lag p50", "lag p95", "frames recv", "anal
            "dropped", "rss MB", "MB/session", "end s", "client cpu", "other cpu")
 ACCEPTANCE = ("sessions", "fps min", "fps med", "lag p95 max", "cand flags", "cand p50",
               "cand p95", "cand max", "proc flags", "proc p50", "proc p95", "proc max",
-              "face_absent ok", "verdict")
+              "face_absent ok", "level", "verdict")
 THREAD_COLUMNS = ("group", "threads", "% of a core", "% of server", "per session")
 NODE_COLUMNS = ("sessions", "node", "offered", "owns", "cpu", "cpu/session", "rss MB",
                 "fps min", "fps med", "lag p95 max")
@@ -1044,7 +1118,8 @@ def acceptance_row(r: RoundResult, acc: Acceptance) -> list[str]:
     return [f"{r.connected}/{r.sessions}", *_fps_cells(acc.fps),
             _fmt(_worst(acc.lag_p95, max), ".3f", " s"),
             *_delay_cells(acc.candidate_delays), *_delay_cells(acc.proctor_delays),
-            f"{ok}/{len(acc.scripted)}", verdict(r, acc).split(":")[0]]
+            f"{ok}/{len(acc.scripted)}", _fmt(r.window.level, "d"),
+            verdict(r, acc).split(":")[0].split(" (")[0] + (" (full)" if r.refused else "")]
 
 
 def node_rows(r: RoundResult) -> Iterator[list[str]]:
@@ -1207,7 +1282,9 @@ def _print_acceptance(results: list[RoundResult], accepted: list[Acceptance]) ->
           "arrival - (first packet sent + flag.start + the rule's first-level seconds); "
           f"face_absent ok = sessions whose {SCRIPTED_KIND} flags opened in the window "
           "number the media script's, ±1; t0 skew = the server's media time 0 (from its "
-          "media_time) - the first packet sent: the delays are overstated by about this.")
+          "media_time) - the first packet sent: the delays are overstated by about this; "
+          "level = the highest degradation level any node reported in the window (0: every "
+          "rate as configured); (full) = the node refused some offers at capacity.")
     for r, acc in zip(results, accepted, strict=True):
         others = " ".join(f"{k}x{n}" for k, n in sorted(acc.other_kinds.items())) or "none"
         print(f"[{r.sessions} sessions] {verdict(r, acc)}")
