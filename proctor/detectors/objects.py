@@ -9,8 +9,9 @@ Small and mid-sized phones are this model's weak spot: held 100–260 px long in
 frame, a phone often scores 0.2–0.4 on the whole frame, under any threshold that keeps
 faces, hands and clutter unflagged. The model scores the same phone higher once it is
 about 200–256 px in the model's input with some context around it. So each stream runs
-a cascade (on one core, a tile pass costs ~40 ms, the whole frame ~50, a verification
-crop ~70: bench/phone_calibration.py prints them):
+a cascade (on one core on a fast day, a tile pass costs ~26 ms, the whole frame ~34, a
+verification crop ~45 more; about twice that on a slow one: bench/phone_calibration.py
+prints them):
 
 * the cycle, one pass per analysed frame: the whole frame at 512 px wide, then four
   overlapping tiles of the frame enlarged ``tile_zoom`` times;
@@ -60,15 +61,17 @@ from proctor.onnx_sessions import cpu_session
 
 MODEL_NAME = "centernet_coco"
 MODEL_SOURCE = "centernet-mobilenetv3@vladmandic-human-3.3.6"
-# COCO class indices in the model's 80-channel heat map (package/src/object/labels.ts).
+# Channels of the model's heat map. The file keeps only these five of COCO's 80 classes
+# (models/convert_centernet.py KEPT_CLASSES: COCO 0, 62, 63, 67, 73), so the runtime
+# does not compute maps nobody decodes.
 CLASSES: dict[str, tuple[int, ...]] = {
     "person": (0,),
-    "screen": (62,),  # "tv": monitors and TVs
-    "laptop": (63,),
-    "phone": (67,),  # "cell phone"
-    "book": (73,),
+    "screen": (1,),  # COCO "tv": monitors and TVs
+    "laptop": (2,),
+    "phone": (3,),  # COCO "cell phone"
+    "book": (4,),
 }
-_CHANNELS = [channel for channels in CLASSES.values() for channel in channels]
+HEAT_CHANNELS = len(CLASSES)  # one channel per class
 STRIDE = 4  # heat-map cell in input pixels
 REFERENCE_WIDTH = 640  # the webcam width the pass sizes are chosen for
 FULL_WIDTH = 512  # the whole-frame pass: 640×480 becomes 512×384 (~20 ms on one core)
@@ -168,6 +171,10 @@ class ObjectDetector(Detector):
     def __init__(self, config: ObjectsConfig, path: Path | None = None) -> None:
         self._session = cpu_session(path or model_path(), config.threads)
         self._input = self._session.get_inputs()[0].name
+        channels = self._session.get_outputs()[0].shape[-1]
+        if channels != HEAT_CHANNELS:  # e.g. a file converted before the head was cut
+            raise ValueError(f"{path or model_path()}: the heat map has {channels} channels, "
+                             f"not the {HEAT_CHANNELS} models/convert_centernet.py keeps")
         self.config = config
 
     def stream(self, context: StreamContext) -> ObjectStream:

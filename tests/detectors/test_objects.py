@@ -295,6 +295,14 @@ def test_model_file_matches_the_manifest() -> None:
     assert entry.licence == "MIT" and "convert_centernet.py" in entry.package
 
 
+def test_a_model_without_the_five_kept_heat_maps_is_refused() -> None:
+    """The file's class head is cut to the channels CLASSES reads; any other file (an
+    80-class conversion, another model) would be decoded at the wrong channels."""
+    other = model_path().with_name("segmentation-3.0.onnx")  # a real ONNX, 7 outputs
+    with pytest.raises(ValueError, match="7 channels, not the 5"):
+        ObjectDetector(ObjectsConfig(), path=other)
+
+
 def test_tall_strips_are_skipped_and_inputs_capped(detector: ObjectDetector) -> None:
     """Issue 10 finding 1: a 16×4096 frame was enlarged to 512×131072 (60 s, 8.6 GB)."""
     stream = detector.stream(StreamContext("s", "c"))
