@@ -64,14 +64,14 @@ MODEL_SOURCE = "centernet-mobilenetv3@vladmandic-human-3.3.6"
 # Channels of the model's heat map. The file keeps only these five of COCO's 80 classes
 # (models/convert_centernet.py KEPT_CLASSES: COCO 0, 62, 63, 67, 73), so the runtime
 # does not compute maps nobody decodes.
-CLASSES: dict[str, tuple[int, ...]] = {
-    "person": (0,),
-    "screen": (1,),  # COCO "tv": monitors and TVs
-    "laptop": (2,),
-    "phone": (3,),  # COCO "cell phone"
-    "book": (4,),
+CLASSES: dict[str, int] = {
+    "person": 0,
+    "screen": 1,  # COCO "tv": monitors and TVs
+    "laptop": 2,
+    "phone": 3,  # COCO "cell phone"
+    "book": 4,
 }
-HEAT_CHANNELS = len(CLASSES)  # one channel per class
+HEAT_CHANNELS = len(CLASSES)
 STRIDE = 4  # heat-map cell in input pixels
 REFERENCE_WIDTH = 640  # the webcam width the pass sizes are chosen for
 FULL_WIDTH = 512  # the whole-frame pass: 640×480 becomes 512×384 (~20 ms on one core)
@@ -169,11 +169,12 @@ class ObjectDetector(Detector):
     heavy = True
 
     def __init__(self, config: ObjectsConfig, path: Path | None = None) -> None:
-        self._session = cpu_session(path or model_path(), config.threads)
+        path = path or model_path()
+        self._session = cpu_session(path, config.threads)
         self._input = self._session.get_inputs()[0].name
         channels = self._session.get_outputs()[0].shape[-1]
         if channels != HEAT_CHANNELS:  # e.g. a file converted before the head was cut
-            raise ValueError(f"{path or model_path()}: the heat map has {channels} channels, "
+            raise ValueError(f"{path}: the heat map has {channels} channels, "
                              f"not the {HEAT_CHANNELS} models/convert_centernet.py keeps")
         self.config = config
 
@@ -208,8 +209,8 @@ def _decode(heat: FloatArray, sides: FloatArray, scale: float,
             origin: tuple[float, float]) -> list[Box]:
     """Local maxima (3×3) of each class's heat map, with their boxes, non-max suppressed."""
     boxes: list[Box] = []
-    for label, channels in CLASSES.items():
-        layer = heat[..., list(channels)].max(axis=-1)
+    for label, channel in CLASSES.items():
+        layer = heat[..., channel]
         rows, cols = np.nonzero((layer >= PEAK_FLOOR) & (layer >= _max_pool3(layer)))
         found = []
         for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
