@@ -1,6 +1,10 @@
 """Face detection with MediaPipe's BlazeFace (model file from the mediapipe wheel).
 
 Signals: ``face_count`` (backs ``face_absent`` and ``multiple_faces``).
+Details: each face's box ``[x, y, w, h]``, score and six keypoints ``[x, y]`` (BlazeFace's
+order: right eye, left eye, nose tip, mouth, right ear, left ear), in frame pixels. The
+face mesh starts from them (proctor/detectors/landmarks.py) instead of finding the face
+again.
 Face detection keeps no state between frames, so sessions share the graphs: one per
 worker thread, because a MediaPipe graph must not run on two threads at once.
 """
@@ -91,4 +95,6 @@ def _face(detection: Any, width: int, height: int) -> dict[str, Any]:
         "box": [round(x, 1), round(y, 1), round(box.width * width, 1),
                 round(box.height * height, 1)],
         "score": round(float(detection.score[0]), 4),
+        "keypoints": [[round(k.x * width, 1), round(k.y * height, 1)]
+                      for k in detection.location_data.relative_keypoints],
     }

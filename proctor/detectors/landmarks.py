@@ -25,12 +25,15 @@ face model to the mesh's 3-D landmarks, the way MediaPipe's own face-geometry mo
 does it, in plain numpy: no camera intrinsics to guess, and the angles are relative
 to the line of sight, which is what "facing the camera" means.
 
-The mesh runs in static-image mode on a crop around the face the faces stage found
-(:func:`face_crop`), so it keeps nothing from frame to frame and one graph per worker
-thread serves every session. A tracking graph per session held ~29 MB of memory each
-(sessions now add ~37 MB in all, not 70-84); static mode costs ~2.2 ms more per analysed
-frame (6.6 ms median against 4.3 in bench/stages.py: its own face detector runs every
-frame), about 1 % of a core per session at 5 fps, and reacts to a turn one frame sooner.
+The mesh starts from the face the faces stage found: that detection (box and six
+keypoints) becomes the mesh's region of interest the way MediaPipe's own face-mesh graph
+turns a detection into one (``FaceDetectionFrontDetectionToRoi``), and only the landmark
+model runs (:data:`ROI_GRAPH`). The landmarks are those of MediaPipe's static-image face
+mesh on the whole frame, bit for bit, without its second face detector: 3.0 ms of CPU
+per analysed frame instead of 5.4 (about 1.2 % of a core per session at 5 fps). The
+graph keeps nothing from frame to frame, so one per worker thread serves every session
+(a tracking graph per session held ~29 MB each). Without a faces stage the static-image
+mesh finds the face itself.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import math
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -90,6 +94,33 @@ _CANONICAL = np.array(list(CANONICAL_FACE.values()), dtype=np.float64)
 _CANONICAL_CENTRED = _CANONICAL - _CANONICAL.mean(axis=0)
 
 MESH_POINTS = 478  # 468 face landmarks + 10 iris landmarks (refine_landmarks=True)
+
+# MediaPipe's face-mesh graph (face_landmark_front_cpu) minus its face detector: the
+# detection comes in from the faces stage. Subgraphs from the mediapipe wheel;
+# WITH_ATTENTION is refine_landmarks (the iris points).
+ROI_GRAPH = """
+input_stream: "IMAGE:image"
+input_stream: "DETECTION:detection"
+output_stream: "LANDMARKS:face_landmarks"
+node {
+  calculator: "ImagePropertiesCalculator"
+  input_stream: "IMAGE:image"
+  output_stream: "SIZE:image_size"
+}
+node {
+  calculator: "FaceDetectionFrontDetectionToRoi"
+  input_stream: "DETECTION:detection"
+  input_stream: "IMAGE_SIZE:image_size"
+  output_stream: "ROI:roi"
+}
+node {
+  calculator: "FaceLandmarkCpu"
+  input_stream: "IMAGE:image"
+  input_stream: "ROI:roi"
+  input_side_packet: "WITH_ATTENTION:with_attention"
+  output_stream: "LANDMARKS:face_landmarks"
+}
+"""
 
 
 @dataclass(frozen=True)
@@ -372,35 +403,68 @@ class LandmarksDetector(Detector):
 
     def __init__(self, config: LandmarksConfig) -> None:
         import mediapipe as mp  # deferred: importing mediapipe costs ~1 s
+        from mediapipe.python.solution_base import SolutionBase
 
         self._solution = mp.solutions.face_mesh
+        self._graph_type = SolutionBase
         self.config = config
         self.source = f"face-mesh@mediapipe-{mediapipe_version()}"
 
         self._local = threading.local()
-        self._meshes: list[Any] = []
-        self._meshes_lock = threading.Lock()
+        self._graphs: list[Any] = []
+        self._graphs_lock = threading.Lock()
+
+    def fit(self, image: npt.NDArray[np.uint8], face: dict[str, Any] | None,
+            ) -> FloatArray | None:
+        """The mesh of ``face`` (a faces-stage entry: box and keypoints in pixels) in
+        frame pixels; without one, of the face the static-image mesh finds itself.
+        None where the landmark model sees no face."""
+        if face is None or len(face.get("keypoints", ())) < 2:
+            return mesh_points(self.mesh().process(image), image.shape)
+        if min(face["box"][2:]) < ROI_MIN_FACE_PX:
+            return self._fit_small(image, face)
+        height, width = image.shape[:2]
+        graph = self._thread_graph("roi_graph", lambda: self._graph_type(
+            graph_config=ROI_GRAPH, side_inputs={"with_attention": True},
+            outputs=["face_landmarks"]))
+        result = graph.process({"image": image, "detection": _detection(face, width, height)})
+        landmarks = result.face_landmarks
+        return None if landmarks is None else _pixels(landmarks.landmark, image.shape)
+
+    def _fit_small(self, image: npt.NDArray[np.uint8], face: dict[str, Any],
+                   ) -> FloatArray | None:
+        """A small face: the static-image mesh on a crop around it, whose own detector
+        then sees the face larger than the faces stage did on the whole frame."""
+        (left, top), crop = face_crop(image, face["box"])
+        points = mesh_points(self.mesh().process(crop), crop.shape)
+        if points is not None:
+            points += (left, top, 0.0)  # back to the frame's pixels
+        return points
 
     def mesh(self) -> Any:
-        """This thread's face-mesh graph (static-image mode: no state between frames,
-        so every session's frames may share it), built on first use."""
-        mesh = getattr(self._local, "mesh", None)
-        if mesh is None:
-            mesh = self._solution.FaceMesh(static_image_mode=True, max_num_faces=1,
-                                           refine_landmarks=True)
-            self._local.mesh = mesh
-            with self._meshes_lock:
-                self._meshes.append(mesh)
-        return mesh
+        """This thread's static-image face mesh (its own face detector, then the
+        landmarks; no state between frames, so every session's frames may share it)."""
+        return self._thread_graph("mesh", lambda: self._solution.FaceMesh(
+            static_image_mode=True, max_num_faces=1, refine_landmarks=True))
+
+    def _thread_graph(self, kind: str, build: Callable[[], Any]) -> Any:
+        """A MediaPipe graph must not run on two threads at once: one per worker."""
+        graph = getattr(self._local, kind, None)
+        if graph is None:
+            graph = build()
+            setattr(self._local, kind, graph)
+            with self._graphs_lock:
+                self._graphs.append(graph)
+        return graph
 
     def stream(self, context: StreamContext) -> DetectorStream:
         return LandmarksStream(self)
 
     def close(self) -> None:
-        with self._meshes_lock:
-            meshes, self._meshes = self._meshes, []
-        for mesh in meshes:
-            mesh.close()
+        with self._graphs_lock:
+            graphs, self._graphs = self._graphs, []
+        for graph in graphs:
+            graph.close()
 
 
 class LandmarksStream(DetectorStream):
@@ -418,10 +482,7 @@ class LandmarksStream(DetectorStream):
             # would run its own detector to find that out, at twice the cost).
             observation.details = {"skipped": "no face"}
             return observation
-        (left, top), crop = face_crop(sample.image, faces)
-        points = mesh_points(self._detector.mesh().process(crop), crop.shape)
-        if points is not None:
-            points += (left, top, 0.0)  # back to the frame's pixels
+        points = self._detector.fit(sample.image, largest_face(faces))
         if points is not None:
             raw = measure(points)
             self.calibration.add(sample.media_time, raw)
@@ -439,22 +500,22 @@ class LandmarksStream(DetectorStream):
 
 
 
-# A face box from the faces stage is grown to this many times its larger side (square):
-# room for a turned head, the forehead and chin the box leaves out, and the mesh's own
-# detector, which wants some context around the face.
-CROP_SCALE = 2.0
+# The faces stage runs BlazeFace on the whole frame scaled to 128 px: a small face is a
+# few model pixels there, and its keypoints can place the mesh's region too roughly.
+# Measured with bench/fairness.py's people (faces 56-100 px wide, boxes 72-135 px): the
+# region lost the mesh on 8 of 169 faces the faces stage found, all with boxes of
+# 85-102 px; a crop CROP_SCALE times the box, where the mesh's own detector sees the
+# face larger, lost none. So a box under this side is fitted from such a crop; webcam
+# faces (120-250 px wide, boxes from ~130 px) take the region.
+ROI_MIN_FACE_PX = 112.0
+CROP_SCALE = 2.0  # the crop's side over the box's larger side: room for the mesh's detector
 
 
-def face_crop(image: npt.NDArray[np.uint8], faces: Observation | None,
+def face_crop(image: npt.NDArray[np.uint8], box: list[float],
               ) -> tuple[tuple[int, int], npt.NDArray[np.uint8]]:
-    """The part of ``image`` around the largest face the faces stage saw, and where it
-    starts (left, top); the whole image without a box to go by. The crop keeps the
-    frame's resolution, so the mesh sees the face exactly as in the frame, and the
-    mesh fits the face the faces stage counted, not another one."""
-    boxes = faces.details.get("faces", []) if faces is not None else []
-    if not boxes:
-        return (0, 0), image
-    x, y, w, h = max((f["box"] for f in boxes), key=lambda b: b[2] * b[3])
+    """The square part of ``image`` around a face box ``[x, y, w, h]`` (clipped to the
+    frame) and where it starts (left, top); the whole image if that is too small."""
+    x, y, w, h = box
     side = max(w, h) * CROP_SCALE
     height, width = image.shape[:2]
     left = int(max(0.0, x + w / 2 - side / 2))
@@ -466,16 +527,43 @@ def face_crop(image: npt.NDArray[np.uint8], faces: Observation | None,
     return (left, top), np.ascontiguousarray(image[top:bottom, left:right])
 
 
+def largest_face(faces: Observation | None) -> dict[str, Any] | None:
+    """The faces stage's largest face (the candidate, nearest the camera), if any."""
+    boxes = faces.details.get("faces", []) if faces is not None else []
+    return max(boxes, key=lambda f: f["box"][2] * f["box"][3]) if boxes else None
+
+
+def _detection(face: dict[str, Any], width: int, height: int) -> Any:
+    """A faces-stage entry as the MediaPipe Detection it was read from (relative
+    coordinates): the region-of-interest step reads the box and the two eyes."""
+    from mediapipe.framework.formats import detection_pb2, location_data_pb2
+
+    detection = detection_pb2.Detection()
+    location = detection.location_data
+    location.format = location_data_pb2.LocationData.RELATIVE_BOUNDING_BOX
+    x, y, w, h = face["box"]
+    box = location.relative_bounding_box
+    box.xmin, box.ymin, box.width, box.height = x / width, y / height, w / width, h / height
+    for kx, ky in face["keypoints"]:
+        point = location.relative_keypoints.add()
+        point.x, point.y = kx / width, ky / height
+    detection.score.append(float(face.get("score", 1.0)))
+    return detection
+
+
 def mesh_points(result: Any, shape: tuple[int, ...]) -> FloatArray | None:
     """The first face's landmarks in pixels (x right, y down, z away from the camera;
     MediaPipe scales z like x), or None without a face."""
     faces = getattr(result, "multi_face_landmarks", None)
     if not faces:
         return None
-    height, width = shape[:2]
-    landmarks = faces[0].landmark
+    return _pixels(faces[0].landmark, shape)
+
+
+def _pixels(landmarks: Any, shape: tuple[int, ...]) -> FloatArray | None:
     if len(landmarks) < MESH_POINTS:
         return None  # no iris landmarks: a graph built without refine_landmarks
+    height, width = shape[:2]
     points = np.array([(p.x, p.y, p.z) for p in landmarks], dtype=np.float64)
     return points * np.array([width, height, width], dtype=np.float64)
 

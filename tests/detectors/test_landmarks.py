@@ -6,20 +6,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from proctor.config import ConfigError, LandmarksConfig, load_config
+from proctor.config import ConfigError, FaceDetectorConfig, LandmarksConfig, load_config
 from proctor.detectors.base import DetectorStream, Observation, StreamContext, VideoSample
+from proctor.detectors.faces import FaceDetector
 from proctor.detectors.landmarks import (
     CANONICAL_FACE,
     EYE_ROTATION_RADIUS,
     LEFT_EYE,
     MESH_POINTS,
     RIGHT_EYE,
+    ROI_MIN_FACE_PX,
     UNCALIBRATED,
     Calibration,
     FaceMeasure,
@@ -30,6 +33,7 @@ from proctor.detectors.landmarks import (
     face_signals,
     head_pose,
     iris_offset,
+    largest_face,
     mesh_points,
     rotation_angles,
     rotation_matrix,
@@ -441,6 +445,57 @@ def test_no_face_gives_no_signals(detector: LandmarksDetector) -> None:
     assert observation.signals == {}
     assert observation.detector == "landmarks"
     assert observation.processing_ms > 0
+
+
+
+def _astronaut_enlarged() -> RgbImage:
+    image = Image.fromarray(photos.astronaut())
+    return np.asarray(image.resize((768, 768), Image.Resampling.BILINEAR))
+
+
+def _faces_stage_face(image: RgbImage) -> dict[str, Any]:
+    faces = FaceDetector(FaceDetectorConfig()).detect(VideoSample("s", 0.0, image))
+    face = largest_face(faces)
+    assert face is not None and len(face["keypoints"]) == 6
+    return face
+
+
+@pytest.mark.parametrize("photo", [_astronaut_enlarged, photos.grace_hopper,
+                                   lambda: photos.face_recognition_photo("obama.jpg")])
+def test_the_mesh_starts_from_the_faces_stage_detection(
+        detector: LandmarksDetector, photo: Callable[[], RgbImage]) -> None:
+    """The faces stage's box and keypoints become the mesh's region of interest: the
+    same landmarks as the static-image mesh finding the face itself (its own detector
+    is the same BlazeFace), to the faces stage's 0.1 px rounding."""
+    image = photo()
+    face = _faces_stage_face(image)
+    assert min(face["box"][2:]) >= ROI_MIN_FACE_PX
+    fitted = detector.fit(image, face)
+    assert fitted is not None and fitted.shape == (MESH_POINTS, 3)
+    np.testing.assert_allclose(fitted, points_of(detector, image), atol=0.5)
+
+
+def test_a_small_face_is_fitted_from_a_crop_around_it(detector: LandmarksDetector) -> None:
+    """A box under ROI_MIN_FACE_PX: the static mesh on a crop around it, its points
+    back in frame pixels (on the face the faces stage found)."""
+    image = photos.astronaut()
+    face = _faces_stage_face(image)
+    assert min(face["box"][2:]) < ROI_MIN_FACE_PX
+    fitted = detector.fit(image, face)
+    assert fitted is not None
+    x, y, w, h = face["box"]
+    nose = fitted[1]  # mesh point 1: the nose tip
+    assert x <= nose[0] <= x + w and y <= nose[1] <= y + h
+
+
+def test_a_detection_on_an_empty_wall_gives_no_mesh(detector: LandmarksDetector) -> None:
+    """A faces-stage box where there is no face (a false detection): the landmark
+    model's own presence score turns it down, as the static mesh would."""
+    wall = np.full((480, 640, 3), 128, np.uint8)
+    face = {"box": [220.0, 140.0, 200.0, 200.0], "score": 0.7,
+            "keypoints": [[280.0, 200.0], [360.0, 200.0], [320.0, 250.0], [320.0, 290.0],
+                          [230.0, 220.0], [410.0, 220.0]]}
+    assert detector.fit(wall, face) is None
 
 
 # A session: calibration, then a turned head, into the flag tracker ------------------------
