@@ -29,11 +29,12 @@ The mesh starts from the face the faces stage found: that detection (box and six
 keypoints) becomes the mesh's region of interest the way MediaPipe's own face-mesh graph
 turns a detection into one (``FaceDetectionFrontDetectionToRoi``), and only the landmark
 model runs (:data:`ROI_GRAPH`). The landmarks are those of MediaPipe's static-image face
-mesh on the whole frame, bit for bit, without its second face detector: 3.0 ms of CPU
-per analysed frame instead of 5.4 (about 1.2 % of a core per session at 5 fps). The
-graph keeps nothing from frame to frame, so one per worker thread serves every session
-(a tracking graph per session held ~29 MB each). Without a faces stage the static-image
-mesh finds the face itself.
+mesh on the whole frame (to the faces stage's 0.1 px rounding), without its second face
+detector: the stage costs 3.7-3.9 ms of CPU per analysed frame instead of 6.1 (about
+0.8-1.2 % of a core per session at 5 fps). A face box under :data:`ROI_MIN_FACE_PX` is
+fitted from a crop around it instead, and without a faces stage the static-image mesh
+finds the face itself. The graphs keep nothing from frame to frame, so one per worker
+thread serves every session (a tracking graph per session held ~29 MB each).
 """
 
 from __future__ import annotations
@@ -424,10 +425,8 @@ class LandmarksDetector(Detector):
         if min(face["box"][2:]) < ROI_MIN_FACE_PX:
             return self._fit_small(image, face)
         height, width = image.shape[:2]
-        graph = self._thread_graph("roi_graph", lambda: self._graph_type(
-            graph_config=ROI_GRAPH, side_inputs={"with_attention": True},
-            outputs=["face_landmarks"]))
-        result = graph.process({"image": image, "detection": _detection(face, width, height)})
+        result = self._roi_graph().process(
+            {"image": image, "detection": _detection(face, width, height)})
         landmarks = result.face_landmarks
         return None if landmarks is None else _pixels(landmarks.landmark, image.shape)
 
@@ -440,6 +439,12 @@ class LandmarksDetector(Detector):
         if points is not None:
             points += (left, top, 0.0)  # back to the frame's pixels
         return points
+
+    def _roi_graph(self) -> Any:
+        """This thread's :data:`ROI_GRAPH` (the landmark model from a given detection)."""
+        return self._thread_graph("roi_graph", lambda: self._graph_type(
+            graph_config=ROI_GRAPH, side_inputs={"with_attention": True},
+            outputs=["face_landmarks"]))
 
     def mesh(self) -> Any:
         """This thread's static-image face mesh (its own face detector, then the

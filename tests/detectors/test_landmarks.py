@@ -447,7 +447,6 @@ def test_no_face_gives_no_signals(detector: LandmarksDetector) -> None:
     assert observation.processing_ms > 0
 
 
-
 def _astronaut_enlarged() -> RgbImage:
     image = Image.fromarray(photos.astronaut())
     return np.asarray(image.resize((768, 768), Image.Resampling.BILINEAR))
