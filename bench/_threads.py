@@ -1,8 +1,9 @@
 """Per-thread CPU of the server process over a window, grouped by what the threads do.
 
-``/proc/<pid>/task/<tid>/stat`` (utime + stime) and ``.../comm`` are read at the window's
-start and end. The server's pools name their OS threads (``proctor/threads.py``:
-``infer_0``, ``evidence_0``, ``transcribe_0``, ``transcribe-load_0``, ``jobs_0``) and native
+``/proc/<pid>/task/<tid>/stat`` (utime + stime), ``.../schedstat`` (time spent runnable
+but waiting for a core) and ``.../comm`` are read at the window's start and end. The
+server's pools name their OS threads (``proctor/threads.py``: ``infer_0``, ``evidence_0``,
+``transcribe_0``, ``transcribe-load_0``, ``jobs_0``) and native
 threads a runtime starts from one of them inherit that name. One ``py-spy dump`` during
 the window tells which tids are Python threads, with their Python names and stacks, so a
 native thread (TFLite, onnxruntime, BLAS/OpenMP, CTranslate2 pools) is told apart from the
@@ -46,6 +47,10 @@ ORDER = (EVENT_LOOP, DETECTORS, "native (from infer)", EVIDENCE, TRANSCRIPTION,
 class TaskTimes:
     comm: str
     ticks: int  # utime + stime
+    # Nanoseconds runnable but waiting for a core (schedstat's second field; 0 where the
+    # kernel keeps no schedstats): CPU the thread wanted and did not get, which
+    # ``ticks`` cannot show. A thread waiting for the GIL or for work sleeps instead.
+    waiting_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class GroupRow:
     label: str
     threads: int
     cpu_seconds: float
+    waiting_seconds: float | None = None  # runnable, waiting for a core (None: unknown)
 
 
 def _read(path: Path) -> str | None:
@@ -92,8 +98,14 @@ def task_times(pid: int) -> dict[int, TaskTimes]:
         if stat is None or comm is None:
             continue  # exited meanwhile
         fields = stat[stat.rindex(")") + 2 :].split()
-        found[int(task.name)] = TaskTimes(comm.strip(), int(fields[11]) + int(fields[12]))
+        found[int(task.name)] = TaskTimes(comm.strip(), int(fields[11]) + int(fields[12]),
+                                          _waiting_ns(task))
     return found
+
+
+def _waiting_ns(task: Path) -> int:
+    sched = (_read(task / "schedstat") or "").split()
+    return int(sched[1]) if len(sched) >= 2 else 0
 
 
 def process_ticks(pid: int) -> int | None:
@@ -245,14 +257,19 @@ class ThreadWindow:
     def groups(self, tree_cpu_seconds: float | None) -> list[GroupRow]:
         """CPU seconds per group over the window, in a stable order, largest others last."""
         cpu: dict[str, float] = {}
+        waiting: dict[str, float] = {}
         count: dict[str, int] = {}
         for tid, now in self.end.items():
             before = self.start.get(tid)
             ticks = now.ticks - (before.ticks if before is not None else 0)
+            waited = now.waiting_ns - (before.waiting_ns if before is not None else 0)
             label = group_of(tid, self.pid, now.comm, self.dump)
             cpu[label] = cpu.get(label, 0.0) + ticks / _TICKS
+            waiting[label] = waiting.get(label, 0.0) + waited / 1e9
             count[label] = count.get(label, 0) + 1
-        rows = [GroupRow(label, count[label], cpu[label]) for label in cpu]
+        known = any(t.waiting_ns for t in self.end.values())
+        rows = [GroupRow(label, count[label], cpu[label], waiting[label] if known else None)
+                for label in cpu]
         rows.sort(key=lambda r: (ORDER.index(r.label) if r.label in ORDER else len(ORDER),
                                  -r.cpu_seconds))
         return rows + self._remainder(sum(cpu.values()), tree_cpu_seconds)

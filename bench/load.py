@@ -1042,7 +1042,8 @@ COLUMNS = ("sessions", "cpu/session", "lag p50", "lag p95", "frames recv", "anal
 ACCEPTANCE = ("sessions", "fps min", "fps med", "lag p95 max", "cand flags", "cand p50",
               "cand p95", "cand max", "proc flags", "proc p50", "proc p95", "proc max",
               "face_absent ok", "level", "verdict")
-THREAD_COLUMNS = ("group", "threads", "% of a core", "% of server", "per session")
+THREAD_COLUMNS = ("group", "threads", "% of a core", "% of server", "per session",
+                  "waiting for a core")
 NODE_COLUMNS = ("sessions", "node", "offered", "owns", "cpu", "cpu/session", "rss MB",
                 "fps min", "fps med", "lag p95 max")
 DELIVERY_COLUMNS = ("sessions", "cand flags", "cand p50", "cand p95", "cand max",
@@ -1181,7 +1182,9 @@ def thread_rows(t: NodeThreads, seconds: float) -> list[list[str]]:
         return []
     groups = t.threads.groups(t.cpu_seconds)
     whole = t.cpu_seconds if t.cpu_seconds else sum(g.cpu_seconds for g in groups)
-    total = GroupRow("server total", sum(g.threads for g in groups), whole)
+    waits = [g.waiting_seconds for g in groups if g.waiting_seconds is not None]
+    total = GroupRow("server total", sum(g.threads for g in groups), whole,
+                     sum(waits) if waits else None)
     return [_thread_row(g, seconds, t.sessions, whole) for g in [*groups, total]]
 
 
@@ -1189,7 +1192,9 @@ def _thread_row(g: GroupRow, seconds: float, sessions: int, whole: float) -> lis
     core = 100 * g.cpu_seconds / seconds
     return [g.label, str(g.threads) if g.threads else "", f"{core:.1f}%",
             _fmt(100 * g.cpu_seconds / whole if whole > 0 else None, ".1f", "%"),
-            _fmt(core / sessions if sessions else None, ".1f", "%")]
+            _fmt(core / sessions if sessions else None, ".1f", "%"),
+            _fmt(None if g.waiting_seconds is None else 100 * g.waiting_seconds / seconds,
+                 ".1f", "%")]
 
 
 def _py_spy_line(threads: ThreadWindow) -> str:
